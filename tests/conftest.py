@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.nettools import Namespaces, Processes
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 for network namespaces")
+
+
+@pytest.fixture
+def netns() -> Iterator[Namespaces]:
+    _need_root()
+    namespaces = Namespaces()
+    try:
+        yield namespaces
+    finally:
+        namespaces.cleanup()
+
+
+@pytest.fixture
+def procs(netns: Namespaces) -> Iterator[Processes]:
+    # Depends on netns so that processes are stopped before their namespaces go.
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.cleanup()
