@@ -7,6 +7,7 @@ made here is removed by the fixture that made it, even when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -80,8 +81,26 @@ class Namespaces:
     ) -> None:
         """A veth between two namespaces, with addresses, both ends up."""
         tmp_a, tmp_b = unique_name("va"), unique_name("vb")
-        run(["ip", "link", "add", tmp_a, "netns", ns_a, "type", "veth", "peer", tmp_b, "netns", ns_b])
-        for ns, tmp, name, addrs in ((ns_a, tmp_a, names[0], addrs_a), (ns_b, tmp_b, names[1], addrs_b)):
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                tmp_a,
+                "netns",
+                ns_a,
+                "type",
+                "veth",
+                "peer",
+                tmp_b,
+                "netns",
+                ns_b,
+            ]
+        )
+        for ns, tmp, name, addrs in (
+            (ns_a, tmp_a, names[0], addrs_a),
+            (ns_b, tmp_b, names[1], addrs_b),
+        ):
             ns_run(ns, ["ip", "link", "set", tmp, "name", name])
             for addr in addrs:
                 flags = ["nodad"] if ":" in addr else []
@@ -134,18 +153,14 @@ class Processes:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=timeout)
 
     def cleanup(self) -> None:
         for proc in reversed(self.started):
             self.stop(proc)
             # A SIGKILLed process group may leave children (ExaBGP); reap the group.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self.started.clear()
