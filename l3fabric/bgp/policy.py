@@ -1,0 +1,254 @@
+"""Import policy: which routes learned from BGP peers this node may use.
+
+Pure logic, no I/O. A route is judged on its own (prefix, attributes and the
+peer it came from); the verdict is None (accept) or one reason from
+REJECT_REASONS. The RIB keeps rejected routes so that operators can see what
+a peer sent and why it was refused, but never selects them.
+
+docs/routing-policy.md describes every rule and setting.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
+
+from l3fabric.bgp.events import PathAttributes
+from l3fabric.model import IPAddress, IPNetwork
+
+PeerKind = Literal["mesh", "route-reflector", "external"]
+PEER_KINDS: tuple[str, ...] = get_args(PeerKind)
+
+# Reasons, in the order the checks run: the first that applies is reported.
+DEFAULT_ROUTE = "default-route"
+COVERS_LOCAL_WORKLOAD = "covers-local-workload"
+OUTSIDE_POOLS = "outside-pools"
+BAD_NEXT_HOP = "bad-next-hop"
+NEXT_HOP_SELF = "next-hop-self"
+AS_LOOP = "as-loop"
+REJECT_REASONS: tuple[str, ...] = (
+    DEFAULT_ROUTE,
+    COVERS_LOCAL_WORKLOAD,
+    OUTSIDE_POOLS,
+    BAD_NEXT_HOP,
+    NEXT_HOP_SELF,
+    AS_LOOP,
+)
+
+MAX_ASN = 4_294_967_295
+DEFAULT_MAX_PREFIXES = 10_000
+MAX_MAX_PREFIXES = 10_000_000
+
+_NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
+def _check_asn(what: str, asn: object) -> None:
+    if isinstance(asn, bool) or not isinstance(asn, int) or not 1 <= asn <= MAX_ASN:
+        raise ValueError(f"{what} must be an integer in 1..{MAX_ASN}, got {asn!r}")
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A configured BGP neighbour as the RIB needs to know it.
+
+    max_prefixes None means "use ImportPolicy.max_prefixes"; graceful_restart_time
+    None means the peer's routes are dropped the moment its session drops.
+    """
+
+    address: IPAddress
+    kind: PeerKind
+    asn: int
+    local_asn: int
+    max_prefixes: int | None = None
+    graceful_restart_time: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, _ADDRESS_TYPES):
+            raise ValueError(f"peer address must be an IP address, got {self.address!r}")
+        if self.kind not in PEER_KINDS:
+            raise ValueError(
+                f"peer {self.address}: kind must be one of {', '.join(PEER_KINDS)}, "
+                f"got {self.kind!r}"
+            )
+        _check_asn(f"peer {self.address}: asn", self.asn)
+        _check_asn(f"peer {self.address}: local_asn", self.local_asn)
+        if self.kind == "external" and self.asn == self.local_asn:
+            raise ValueError(
+                f"peer {self.address}: kind external but asn {self.asn} is our own asn"
+            )
+        if self.kind != "external" and self.asn != self.local_asn:
+            raise ValueError(
+                f"peer {self.address}: kind {self.kind} is iBGP but asn {self.asn} "
+                f"differs from our asn {self.local_asn}"
+            )
+        if self.max_prefixes is not None:
+            _check_max_prefixes(f"peer {self.address}: max_prefixes", self.max_prefixes)
+        gr = self.graceful_restart_time
+        if gr is not None and (isinstance(gr, bool) or not isinstance(gr, int | float) or gr <= 0):
+            raise ValueError(
+                f"peer {self.address}: graceful_restart_time must be a positive number of "
+                f"seconds or None, got {gr!r}"
+            )
+
+    @property
+    def external(self) -> bool:
+        return self.kind == "external"
+
+
+def _check_max_prefixes(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MAX_PREFIXES:
+        raise ValueError(f"{what} must be an integer in 1..{MAX_MAX_PREFIXES}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ImportPolicy:
+    """What this node accepts from its peers. Every default is the safe choice.
+
+    allow_default: accept 0.0.0.0/0 and ::/0.
+    allow_outside_pools: accept prefixes outside every fabric pool.
+    allowed_prefixes: prefixes outside the pools that are accepted anyway (a
+        route is accepted when it lies inside one of them).
+    max_prefixes: how many prefixes one peer may send (received, whether
+        accepted or not) before its session is torn down; PeerInfo can override.
+    pools: the fabric's address pools.
+    local_addresses: this node's workload addresses; no peer may announce a
+        prefix equal to or covering one of them.
+    node_addresses: this node's own underlay addresses; a route whose next hop
+        is one of them would loop back to us.
+    """
+
+    allow_default: bool = False
+    allow_outside_pools: bool = False
+    allowed_prefixes: tuple[IPNetwork, ...] = ()
+    max_prefixes: int = DEFAULT_MAX_PREFIXES
+    pools: tuple[IPNetwork, ...] = ()
+    local_addresses: frozenset[IPAddress] = frozenset()
+    node_addresses: tuple[IPAddress, ...] = ()
+    # Sorted integer form of local_addresses per IP version, for O(log n)
+    # "does this prefix contain a local address" questions.
+    _local_index: dict[int, list[int]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("allow_default", "allow_outside_pools"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"import policy {name} must be true or false")
+        _check_max_prefixes("import policy max_prefixes", self.max_prefixes)
+        object.__setattr__(
+            self, "allowed_prefixes", _networks("allowed_prefixes", self.allowed_prefixes)
+        )
+        object.__setattr__(self, "pools", _networks("pools", self.pools))
+        local = frozenset(_addresses("local_addresses", self.local_addresses))
+        object.__setattr__(self, "local_addresses", local)
+        object.__setattr__(
+            self, "node_addresses", tuple(_addresses("node_addresses", self.node_addresses))
+        )
+        index: dict[int, list[int]] = {4: [], 6: []}
+        for address in local:
+            index[address.version].append(int(address))
+        for values in index.values():
+            values.sort()
+        object.__setattr__(self, "_local_index", index)
+
+    def with_local_addresses(self, addresses: Iterable[IPAddress]) -> ImportPolicy:
+        return replace(self, local_addresses=frozenset(addresses))
+
+    def covers_local_workload(self, prefix: IPNetwork) -> bool:
+        values = self._local_index[prefix.version]
+        first = int(prefix.network_address)
+        i = bisect.bisect_left(values, first)
+        return i < len(values) and values[i] <= int(prefix.broadcast_address)
+
+    def in_pools(self, prefix: IPNetwork) -> bool:
+        return _inside_any(prefix, self.pools)
+
+    def evaluate(self, prefix: IPNetwork, attrs: PathAttributes, peer: PeerInfo) -> str | None:
+        """None to accept, otherwise the first reason in REJECT_REASONS that applies."""
+        is_default = prefix.prefixlen == 0
+        if is_default and not self.allow_default:
+            return DEFAULT_ROUTE
+        # An allowed default route necessarily covers every local workload; it
+        # is still the least specific route there is, so it cannot take their
+        # traffic.
+        if not is_default and self.covers_local_workload(prefix):
+            return COVERS_LOCAL_WORKLOAD
+        if not (
+            is_default
+            or self.allow_outside_pools
+            or self.in_pools(prefix)
+            or _inside_any(prefix, self.allowed_prefixes)
+        ):
+            return OUTSIDE_POOLS
+        if _bad_next_hop(attrs.next_hop, prefix.version):
+            return BAD_NEXT_HOP
+        if attrs.next_hop in self.node_addresses:
+            return NEXT_HOP_SELF
+        if peer.external and peer.local_asn in attrs.as_path:
+            return AS_LOOP
+        return None
+
+
+def _networks(what: str, values: Iterable[object]) -> tuple[IPNetwork, ...]:
+    if isinstance(values, str | bytes):
+        raise ValueError(f"import policy {what} must be a list of networks, got {values!r}")
+    result: list[IPNetwork] = []
+    for value in values:
+        if not isinstance(value, _NETWORK_TYPES):
+            raise ValueError(f"import policy {what}: {value!r} is not an IP network")
+        result.append(value)
+    return tuple(result)
+
+
+def _addresses(what: str, values: Iterable[object]) -> list[IPAddress]:
+    if isinstance(values, str | bytes):
+        raise ValueError(f"import policy {what} must be a list of addresses, got {values!r}")
+    result: list[IPAddress] = []
+    for value in values:
+        if not isinstance(value, _ADDRESS_TYPES):
+            raise ValueError(f"import policy {what}: {value!r} is not an IP address")
+        result.append(value)
+    return result
+
+
+def _inside_any(prefix: IPNetwork, containers: tuple[IPNetwork, ...]) -> bool:
+    first = int(prefix.network_address)
+    last = int(prefix.broadcast_address)
+    for container in containers:
+        if (
+            container.version == prefix.version
+            and container.prefixlen <= prefix.prefixlen
+            and int(container.network_address) <= first
+            and last <= int(container.broadcast_address)
+        ):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _bad_next_hop(next_hop: IPAddress, version: int) -> bool:
+    """Next hops the kernel cannot forward to: the wrong family, or addresses
+    that never belong to a neighbouring router.
+
+    IPv4-mapped IPv6 next hops (::ffff:a.b.c.d, what a speaker produces for an
+    IPv6 prefix sent over an IPv4 session without an IPv6 next hop) are
+    rejected too: the kernel would look for an on-link IPv6 neighbour with that
+    address and never find one.
+    """
+    if next_hop.version != version:
+        return True
+    if (
+        next_hop.is_unspecified
+        or next_hop.is_multicast
+        or next_hop.is_loopback
+        or next_hop.is_link_local
+    ):
+        return True
+    if isinstance(next_hop, ipaddress.IPv4Address):
+        return next_hop == ipaddress.IPv4Address("255.255.255.255")
+    return next_hop.ipv4_mapped is not None
