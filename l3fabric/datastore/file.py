@@ -1,0 +1,543 @@
+"""The embedded datastore: one directory shared by every agent on a machine.
+
+Layout of the directory (created on first use, not by the constructor):
+
+    lock      flock(2) target; held around every write, by every process
+    journal   write-ahead log: header, then one record per revision
+    rev       40 bytes: applied revision, journal end, journal generation,
+              oldest revision still in the journal, crc32 of those
+    boot      boot id of the machine that last replayed the journal
+    keys/     one file per key: magic, version, value
+    tmp/      files being written, renamed into keys/ when complete
+
+A write takes the lock, appends a record to the journal and fdatasyncs it
+(that is the commit point), then renames the new key file into place and
+updates `rev`. Readers never lock: a key file is replaced by rename, so a
+reader sees the old or the new file and never a torn one, and watchers read
+only journal records at or below the revision in `rev`, which only ever
+names complete records.
+
+A writer killed between the journal append and the `rev` update leaves a
+record beyond `rev`'s journal end; the next writer replays it before doing
+anything else (replay is idempotent: a key file whose version is already at
+or past a record's revision is left alone). A torn final record, from a kill
+mid-append, fails its checksum and is cut off: that put never returned, so
+dropping it is correct. Key files are not fsynced one by one; after a power
+cut (a new boot id) the whole journal is replayed instead, and before
+journal records are dropped by compaction everything is flushed with sync().
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, unquote
+
+from l3fabric.datastore.base import (
+    DatastoreError,
+    InvalidKey,
+    KeyValue,
+    VersionConflict,
+    WatchCompacted,
+    WatchEvent,
+    validate_expect_version,
+    validate_key,
+    validate_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("<QQQQI4x")  # revision, journal end, generation, base, crc32
+_JOURNAL_HEADER = struct.Struct("<4sIQQ")  # magic, format, generation, base revision
+_JOURNAL_MAGIC = b"L3FJ"
+_JOURNAL_FORMAT = 1
+_RECORD = struct.Struct("<IIQBH")  # payload length, crc32, revision, kind, key length
+_RECORD_CHECKED = struct.Struct("<QBH")  # the header fields the crc covers
+_KEY_FILE = struct.Struct("<4sQ")  # magic, version
+_KEY_MAGIC = b"L3FK"
+_PUT, _DELETE = 1, 2
+_MAX_NAME = 255  # NAME_MAX on every Linux file system we care about
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class _Head:
+    revision: int  # every record up to this one is applied to keys/
+    journal_end: int  # byte offset just past that record
+    generation: int  # bumps when compaction replaces the journal
+    base: int  # the journal holds revisions base+1 .. revision
+
+    def pack(self) -> bytes:
+        fields = (self.revision, self.journal_end, self.generation, self.base)
+        crc = zlib.crc32(struct.pack("<QQQQ", *fields))
+        return _HEAD.pack(*fields, crc)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> _Head | None:
+        if len(data) != _HEAD.size:
+            return None
+        revision, end, generation, base, crc = _HEAD.unpack(data)
+        if zlib.crc32(struct.pack("<QQQQ", revision, end, generation, base)) != crc:
+            return None
+        return cls(revision, end, generation, base)
+
+
+@dataclass(frozen=True)
+class _Record:
+    revision: int
+    kind: int
+    key: str
+    value: bytes
+    end: int  # journal offset just past this record
+
+    def event(self) -> WatchEvent:
+        kind: Literal["put", "delete"] = "put" if self.kind == _PUT else "delete"
+        value = self.value if self.kind == _PUT else None
+        return WatchEvent(kind, self.key, value, self.revision)
+
+
+def encode_key(key: str) -> str:
+    """A file name for a key. The code is prefix-free per character, so a key
+    starts with a prefix exactly when its name starts with the prefix's name,
+    which lets list() filter names without decoding them."""
+    return quote(key, safe="/").replace("~", "%7E").replace("/", "~")
+
+
+def decode_name(name: str) -> str | None:
+    if not name.startswith("~"):
+        return None
+    return unquote(name.replace("~", "/"))
+
+
+def _encode_record(revision: int, kind: int, key: str, value: bytes) -> bytes:
+    key_bytes = key.encode()
+    checked = _RECORD_CHECKED.pack(revision, kind, len(key_bytes))
+    crc = zlib.crc32(value, zlib.crc32(key_bytes, zlib.crc32(checked)))
+    header = _RECORD.pack(len(key_bytes) + len(value), crc, revision, kind, len(key_bytes))
+    return header + key_bytes + value
+
+
+def _decode_records(data: bytes, offset: int) -> Iterator[_Record]:
+    """Complete, intact records from data (which starts at journal offset
+    `offset`); stops at the first torn or damaged one."""
+    pos = 0
+    while pos + _RECORD.size <= len(data):
+        length, crc, revision, kind, key_len = _RECORD.unpack_from(data, pos)
+        start = pos + _RECORD.size
+        stop = start + length
+        if stop > len(data) or key_len > length or kind not in (_PUT, _DELETE):
+            return
+        payload = data[start:stop]
+        checked = _RECORD_CHECKED.pack(revision, kind, key_len)
+        if zlib.crc32(payload, zlib.crc32(checked)) != crc:
+            return
+        key = payload[:key_len].decode(errors="replace")
+        yield _Record(revision, kind, key, payload[key_len:], offset + stop)
+        pos = stop
+
+
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+class FileDatastore:
+    """Datastore in a directory; see the module docstring for the layout.
+
+    Safe for many processes and threads at once. The directory is created and
+    recovered on first use. A forked child must open its own instance.
+    """
+
+    def __init__(
+        self, path: Path, *, journal_limit: int = 8192, poll_interval: float = 0.02
+    ) -> None:
+        if journal_limit < 2:
+            raise ValueError(f"journal_limit must be at least 2, not {journal_limit}")
+        if not 0 < poll_interval <= 0.05:
+            raise ValueError(f"poll_interval must be in (0, 0.05] seconds, not {poll_interval}")
+        self.path = Path(path)
+        self._keys = self.path / "keys"
+        self._tmp = self.path / "tmp"
+        self._journal = self.path / "journal"
+        self._journal_limit = journal_limit
+        self._poll_interval = poll_interval
+        # flock excludes other open files, not other threads sharing ours.
+        self._mutex = threading.Lock()
+        self._lock_fd: int | None = None
+        self._rev_fd: int | None = None
+        self._closed = False
+        self._tmp_serial = 0
+        # (generation, revision, journal offset just past it) where the last
+        # watch read up to, so that a following watch need not scan the journal.
+        self._cursor: tuple[int, int, int] = (0, -1, 0)
+
+    def __repr__(self) -> str:
+        return f"FileDatastore({str(self.path)!r})"
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        name = self._name(validate_key(key))
+        self._ready()
+        return self._read_key_file(self._keys / name, key)
+
+    def list(self, prefix: str) -> list[KeyValue]:
+        wanted = encode_key(validate_prefix(prefix))
+        self._ready()
+        found = []
+        for name in os.listdir(self._keys):
+            if not name.startswith(wanted):
+                continue
+            key = decode_name(name)
+            kv = self._read_key_file(self._keys / name, key) if key else None
+            if kv is not None:
+                found.append(kv)
+        found.sort(key=lambda kv: kv.key)
+        return found
+
+    def revision(self) -> int:
+        return self._read_head().revision
+
+    def watch(
+        self, prefix: str, since_revision: int, timeout: float
+    ) -> tuple[int, builtins.list[WatchEvent]]:
+        validate_prefix(prefix)
+        if not isinstance(since_revision, int) or since_revision < 0:
+            raise ValueError(f"since_revision must be an int >= 0, not {since_revision!r}")
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
+        deadline = time.monotonic() + timeout
+        while True:
+            head = self._read_head()
+            if since_revision < head.base:
+                raise WatchCompacted(since_revision, head.base)
+            if head.revision > since_revision:
+                records = self._read_records(head, since_revision)
+                if records is None:  # compaction replaced the journal under us
+                    continue
+                events = [r.event() for r in records if r.key.startswith(prefix)]
+                since_revision = head.revision
+                if events:
+                    return since_revision, events
+            elif head.revision == since_revision:
+                self._cursor = (head.generation, head.revision, head.journal_end)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return since_revision, []
+            time.sleep(min(self._poll_interval, remaining))
+
+    # -- writing -----------------------------------------------------------
+
+    def put(self, key: str, value: bytes, *, expect_version: int | None = None) -> int:
+        name = self._name(validate_key(key))
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError(f"value for {key} must be bytes, not {type(value).__name__}")
+        expected = validate_expect_version(expect_version)
+        with self._writing() as head:
+            current = self._read_version(self._keys / name)
+            _check_expected(key, expected, current)
+            return self._commit(head, _PUT, key, bytes(value)).revision
+
+    def delete(self, key: str, *, expect_version: int | None = None) -> bool:
+        name = self._name(validate_key(key))
+        expected = validate_expect_version(expect_version)
+        with self._writing() as head:
+            current = self._read_version(self._keys / name)
+            _check_expected(key, expected, current)
+            if current is None:
+                return False
+            self._commit(head, _DELETE, key, b"")
+            return True
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            for fd in (self._rev_fd, self._lock_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._rev_fd = self._lock_fd = None
+
+    # -- internals: setup and locking ---------------------------------------
+
+    def _ready(self) -> int:
+        rev_fd = self._rev_fd
+        if rev_fd is not None:
+            return rev_fd
+        with self._mutex:
+            if self._closed:
+                raise DatastoreError(f"datastore {self.path} is closed")
+            if self._rev_fd is None:
+                self._initialise()
+            assert self._rev_fd is not None
+            return self._rev_fd
+
+    def _initialise(self) -> None:
+        try:
+            for directory in (self.path, self._keys, self._tmp):
+                directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise DatastoreError(f"cannot open datastore directory {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                rev_fd = self._set_up_locked()
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._lock_fd = lock_fd
+        self._rev_fd = rev_fd
+
+    def _set_up_locked(self) -> int:
+        # Only lock holders write temporary files, so any left are from a
+        # writer that died.
+        for stale in self._tmp.iterdir():
+            stale.unlink(missing_ok=True)
+        if not self._journal.exists():
+            self._write_journal(generation=1, base=0, body=b"")
+        rev_path = self.path / "rev"
+        if not rev_path.exists():
+            # Zeros fail the checksum, so recovery rebuilds it from the journal.
+            self._write_file(rev_path, bytes(_HEAD.size))
+        rev_fd = os.open(rev_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            boot_path = self.path / "boot"
+            boot = _boot_id()
+            after_reboot = not boot_path.exists() or boot_path.read_text() != boot
+            self._recover(rev_fd, full=after_reboot)
+            if after_reboot:
+                self._write_file(boot_path, boot.encode())
+        except BaseException:
+            os.close(rev_fd)
+            raise
+        return rev_fd
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[_Head]:
+        self._ready()
+        with self._mutex:
+            if self._closed or self._lock_fd is None or self._rev_fd is None:
+                raise DatastoreError(f"datastore {self.path} is closed")
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield self._recover(self._rev_fd, full=False)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    # -- internals: journal ----------------------------------------------------
+
+    def _recover(self, rev_fd: int, *, full: bool) -> _Head:
+        """Bring keys/ and rev up to the journal. Called with the lock held."""
+        head = _Head.unpack(os.pread(rev_fd, _HEAD.size, 0))
+        with open(self._journal, "rb") as journal:
+            generation, base = self._journal_header(journal.read(_JOURNAL_HEADER.size))
+            size = os.fstat(journal.fileno()).st_size
+            trusted = (
+                not full
+                and head is not None
+                and head.generation == generation
+                and _JOURNAL_HEADER.size <= head.journal_end <= size
+            )
+            if trusted and head is not None:
+                if head.journal_end == size:
+                    return head
+                start, revision = head.journal_end, head.revision
+            else:
+                start, revision = _JOURNAL_HEADER.size, base
+                log.info("replaying the whole journal of %s", self.path)
+            journal.seek(start)
+            data = journal.read(size - start)
+        end = start
+        for record in _decode_records(data, start):
+            if record.revision != revision + 1:
+                raise DatastoreError(
+                    f"journal {self._journal} is damaged: record at offset {end} has "
+                    f"revision {record.revision}, expected {revision + 1}"
+                )
+            self._apply(record.kind, record.key, record.value, record.revision, replay=True)
+            revision, end = record.revision, record.end
+        if end < size:
+            log.warning(
+                "discarding %d bytes of an unfinished write at the end of %s",
+                size - end,
+                self._journal,
+            )
+            os.truncate(self._journal, end)
+        recovered = _Head(revision, end, generation, base)
+        os.pwrite(rev_fd, recovered.pack(), 0)
+        return recovered
+
+    def _commit(self, head: _Head, kind: int, key: str, value: bytes) -> _Head:
+        record = _encode_record(head.revision + 1, kind, key, value)
+        fd = os.open(self._journal, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.pwrite(fd, record, head.journal_end) != len(record):
+                raise DatastoreError(f"short write to {self._journal} (file system full?)")
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._apply(kind, key, value, head.revision + 1, replay=False)
+        committed = _Head(
+            head.revision + 1, head.journal_end + len(record), head.generation, head.base
+        )
+        assert self._rev_fd is not None
+        os.pwrite(self._rev_fd, committed.pack(), 0)
+        if committed.revision - committed.base > self._journal_limit:
+            committed = self._compact(committed)
+        return committed
+
+    def _apply(self, kind: int, key: str, value: bytes, revision: int, *, replay: bool) -> None:
+        path = self._keys / encode_key(key)
+        if replay:
+            current = self._read_version(path)
+            if current is not None and current >= revision:
+                return
+        if kind == _PUT:
+            self._write_file(path, _KEY_FILE.pack(_KEY_MAGIC, revision) + value)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _compact(self, head: _Head) -> _Head:
+        """Drop the older half of the journal. Watchers further behind than
+        what is kept get WatchCompacted and list again."""
+        new_base = head.revision - self._journal_limit // 2
+        # Key files are renamed into place without fsync: until now the
+        # journal was their durable copy. Flush them before dropping it.
+        os.sync()
+        with open(self._journal, "rb") as journal:
+            journal.seek(_JOURNAL_HEADER.size)
+            data = journal.read(head.journal_end - _JOURNAL_HEADER.size)
+        keep_from = next(
+            (r.end for r in _decode_records(data, _JOURNAL_HEADER.size) if r.revision == new_base),
+            None,
+        )
+        if keep_from is None:
+            raise DatastoreError(f"journal {self._journal} is damaged: revision {new_base} missing")
+        body = data[keep_from - _JOURNAL_HEADER.size :]
+        self._write_journal(head.generation + 1, new_base, body)
+        compacted = _Head(
+            head.revision, _JOURNAL_HEADER.size + len(body), head.generation + 1, new_base
+        )
+        assert self._rev_fd is not None
+        os.pwrite(self._rev_fd, compacted.pack(), 0)
+        log.debug("compacted %s to revisions %d..%d", self._journal, new_base + 1, head.revision)
+        return compacted
+
+    def _write_journal(self, generation: int, base: int, body: bytes) -> None:
+        header = _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_FORMAT, generation, base)
+        self._write_file(self._journal, header + body, durable=True)
+
+    def _journal_header(self, data: bytes) -> tuple[int, int]:
+        if len(data) != _JOURNAL_HEADER.size:
+            raise DatastoreError(f"journal {self._journal} is truncated")
+        magic, fmt, generation, base = _JOURNAL_HEADER.unpack(data)
+        if magic != _JOURNAL_MAGIC or fmt != _JOURNAL_FORMAT:
+            raise DatastoreError(f"{self._journal} is not an l3fabric journal (format {fmt})")
+        return generation, base
+
+    def _read_head(self) -> _Head:
+        rev_fd = self._ready()
+        for _ in range(100):
+            head = _Head.unpack(os.pread(rev_fd, _HEAD.size, 0))
+            if head is not None:
+                return head
+            time.sleep(0.001)  # a writer is halfway through updating it
+        raise DatastoreError(f"{self.path / 'rev'} is damaged; run any write to recover it")
+
+    def _read_records(self, head: _Head, since: int) -> builtins.list[_Record] | None:
+        """Records since+1 .. head.revision, or None if the journal changed
+        generation between reading rev and opening it."""
+        with open(self._journal, "rb") as journal:
+            generation, _ = self._journal_header(journal.read(_JOURNAL_HEADER.size))
+            if generation != head.generation:
+                return None
+            cursor_gen, cursor_rev, cursor_end = self._cursor
+            if cursor_gen == generation and cursor_rev <= since:
+                start = cursor_end
+            else:
+                start = _JOURNAL_HEADER.size
+            journal.seek(start)
+            data = journal.read(head.journal_end - start)
+        records = [r for r in _decode_records(data, start) if r.revision > since]
+        if not records or records[-1].revision != head.revision:
+            raise DatastoreError(
+                f"journal {self._journal} is damaged: revisions up to {head.revision} "
+                f"are committed but not all are readable"
+            )
+        self._cursor = (generation, head.revision, head.journal_end)
+        return records
+
+    # -- internals: files ---------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        name = encode_key(key)
+        if len(name) > _MAX_NAME:
+            raise InvalidKey(f"key {key[:40]!r}... is too long once encoded as a file name")
+        return name
+
+    def _read_key_file(self, path: Path, key: str) -> KeyValue | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        if len(data) < _KEY_FILE.size or data[:4] != _KEY_MAGIC:
+            raise DatastoreError(f"{path} (key {key}) is not an l3fabric key file")
+        _, version = _KEY_FILE.unpack_from(data)
+        return KeyValue(key, data[_KEY_FILE.size :], version)
+
+    def _read_version(self, path: Path) -> int | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_KEY_FILE.size)
+        except FileNotFoundError:
+            return None
+        if len(data) < _KEY_FILE.size or data[:4] != _KEY_MAGIC:
+            raise DatastoreError(f"{path} is not an l3fabric key file")
+        version: int = _KEY_FILE.unpack(data)[1]
+        return version
+
+    def _write_file(self, target: Path, data: bytes, *, durable: bool = False) -> None:
+        """Replace target atomically. Only called with the lock held."""
+        self._tmp_serial += 1
+        tmp = self._tmp / f"{os.getpid()}-{self._tmp_serial}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        if durable:
+            dir_fd = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _check_expected(key: str, expected: int | None, current: int | None) -> None:
+    if expected is None:
+        return
+    if expected == 0 and current is None:
+        return
+    if current != expected:
+        raise VersionConflict(key, expected, current)
