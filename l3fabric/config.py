@@ -1,0 +1,821 @@
+"""Strict per-node configuration, loaded from one YAML file.
+
+Modelled on faucet's conf.py: each section becomes a frozen dataclass, unknown
+keys are rejected, and every problem is collected before anything is raised,
+so an operator fixes a file in one pass. Each message names the file and the
+key path of the bad value ("FILE: bgp.peers[1].asn: ...").
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from l3fabric.model import IPAddress, IPNetwork, valid_name
+
+T = TypeVar("T")
+D = TypeVar("D")
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+MAX_NAME_LEN = 63
+ASN_MAX = 4_294_967_294  # 4294967295 is reserved (RFC 7300)
+AS_TRANS = 23456  # RFC 6793: stands in for 4-byte ASNs towards 2-byte speakers
+DEFAULT_STATE_DIR = Path("/var/lib/l3fabric")
+DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+MAX_PREFIX_LEN = {4: 32, 6: 128}
+PEER_ROLES = ("route-reflector", "external")
+MAX_PASSWORD_LEN = 80  # TCP_MD5SIG_MAXKEYLEN
+# The password is written into ExaBGP and BIRD configs, where these characters
+# would end a quoted string, a statement or a block.
+PASSWORD_FORBIDDEN = frozenset("\"'\\;{}#")
+# Workload pools must be routable unicast space; these ranges never are.
+UNROUTABLE: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), what)
+    for cidr, what in (
+        ("0.0.0.0/8", "this-network"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local, home of the 169.254.1.1 gateway"),
+        ("224.0.0.0/3", "multicast and reserved"),
+        ("::/8", "reserved, loopback and IPv4-mapped"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    )
+)
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+class ConfigError(Exception):
+    """A configuration could not be loaded. `errors` holds every problem found,
+    each formatted as "FILE: key.path: message"."""
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors: tuple[str, ...] = tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    asn: int
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+    router_id: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    cidr: IPNetwork
+    block_size: int  # prefix length of the blocks the pool is cut into
+
+
+@dataclass(frozen=True)
+class IpamConfig:
+    strict_affinity: bool = False
+
+
+@dataclass(frozen=True)
+class DatastoreConfig:
+    type: str = "file"  # "file" or "etcd"
+    path: Path | None = None
+    endpoints: tuple[str, ...] = ()
+    prefix: str = "/l3fabric"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9641
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class GracefulRestartConfig:
+    enabled: bool = True
+    restart_time: int = 120
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    address: IPAddress
+    asn: int
+    role: str  # "route-reflector" or "external"
+    name: str
+    password: str | None = None
+    multihop: int | None = None  # TTL; None means directly connected
+    passive: bool = False
+    local_address: IPAddress | None = None
+    hold_time: int | None = None  # None: bgp.hold_time
+    keepalive: int | None = None  # None: bgp.keepalive
+    graceful_restart: bool | None = None  # None: bgp.graceful_restart.enabled
+
+
+@dataclass(frozen=True)
+class ImportPolicyConfig:
+    allow_default: bool = False
+    allow_outside_pools: bool = False
+    allowed_prefixes: tuple[IPNetwork, ...] = ()
+    max_prefixes: int = 10000
+
+
+@dataclass(frozen=True)
+class ExabgpConfig:
+    command: str = "exabgp"
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    enabled: bool = True
+    mesh: bool = True
+    advertise: str = "workloads"  # "workloads" (/32, /128) or "blocks"
+    port: int = 179
+    hold_time: int = 90
+    keepalive: int = 30
+    connect_retry: int = 5
+    graceful_restart: GracefulRestartConfig = field(default_factory=GracefulRestartConfig)
+    peers: tuple[PeerConfig, ...] = ()
+    import_policy: ImportPolicyConfig = field(default_factory=ImportPolicyConfig)
+    exabgp: ExabgpConfig = field(default_factory=ExabgpConfig)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    node: NodeConfig
+    pools: tuple[PoolConfig, ...]
+    ipam: IpamConfig
+    state_dir: Path
+    datastore: DatastoreConfig
+    metrics: MetricsConfig
+    reconcile: ReconcileConfig
+    bgp: BgpConfig
+    log: LogConfig
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "agent.sock"
+
+    def pools_for(self, version: int) -> tuple[PoolConfig, ...]:
+        return tuple(pool for pool in self.pools if pool.cidr.version == version)
+
+
+def restart_required(old: Config, new: Config) -> tuple[str, ...]:
+    """Key paths whose change a reload cannot apply: the node's identity is in
+    datastore records and BGP sessions, and the state directory and datastore
+    are opened once at start."""
+    checks: tuple[tuple[str, object, object], ...] = (
+        ("node.name", old.node.name, new.node.name),
+        ("node.asn", old.node.asn, new.node.asn),
+        ("node.addresses.ipv4", old.node.ipv4, new.node.ipv4),
+        ("node.addresses.ipv6", old.node.ipv6, new.node.ipv6),
+        ("node.router_id", old.node.router_id, new.node.router_id),
+        ("state_dir", old.state_dir, new.state_dir),
+        ("datastore", old.datastore, new.datastore),
+    )
+    return tuple(path for path, before, after in checks if before != after)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a duplicate key instead of silently keeping the
+    last one, which would drop half of what the operator wrote."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate one node's YAML file."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_bytes().decode("utf-8")
+        data = yaml.load(text, Loader=_StrictLoader)
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        context = f" ({exc.context})" if exc.context else ""
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem}{context}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
+    return parse_config(data, source)
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-loaded YAML data; raises ConfigError listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"{source}: top level must be a mapping, got {_describe(data)}"])
+    errors = _Errors(source)
+    root = _Section.of(errors, "", data)
+    node = _parse_node(root.section("node", required=True))
+    pools = _parse_pools(root, node)
+    ipam = root.section("ipam")
+    ipam_config = IpamConfig(ipam.value("strict_affinity", _bool, False))
+    state_dir = root.value("state_dir", _absolute_path, DEFAULT_STATE_DIR)
+    datastore = _parse_datastore(root.section("datastore"), state_dir)
+    metrics = root.section("metrics")
+    host, port = metrics.value("listen", _listen, ("127.0.0.1", 9641))
+    metrics_config = MetricsConfig(host, port, metrics.value("enabled", _bool, True))
+    reconcile = root.section("reconcile")
+    reconcile_config = ReconcileConfig(reconcile.value("interval", _interval, 30.0))
+    bgp = _parse_bgp(root.section("bgp"), node)
+    log = root.section("log")
+    log_config = LogConfig(
+        log.value("level", _choice("debug", "info", "warning", "error"), "info"),
+        log.value("format", _choice("json", "text"), "json"),
+    )
+    for section in (ipam, metrics, reconcile, log, root):
+        section.close()
+    if errors.messages:
+        raise ConfigError(errors.messages)
+    return Config(
+        source,
+        node,
+        pools,
+        ipam_config,
+        state_dir,
+        datastore,
+        metrics_config,
+        reconcile_config,
+        bgp,
+        log_config,
+    )
+
+
+# --- the reader ----------------------------------------------------------------
+
+
+class _Invalid(ValueError):
+    """A converter's complaint about one value; the reader adds file and path."""
+
+
+class _Errors:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.messages: list[str] = []
+        self._failed: set[str] = set()
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.append(f"{self.source}: {path}: {message}")
+        self._failed.add(path)
+
+    def ok(self, *paths: str) -> bool:
+        """True when neither the paths nor a section around them failed, so a
+        cross-check does not pile a second error onto a placeholder value."""
+        return not any(_within(path, bad) for path in paths for bad in self._failed)
+
+    def clean(self, path: str) -> bool:
+        """True when nothing at or below path failed."""
+        return not any(_within(bad, path) for bad in self._failed)
+
+
+def _within(path: str, outer: str) -> bool:
+    return path == outer or path.startswith((outer + ".", outer + "["))
+
+
+class _Section:
+    """One mapping of the file. Hands out typed values by key, knows the key
+    path for messages, and remembers which keys were read so that close() can
+    report the rest as unknown. A section that is absent or broken reads as
+    empty and does not complain about its required keys."""
+
+    def __init__(self, errors: _Errors, path: str, data: Mapping[str, object], present: bool):
+        self.errors = errors
+        self.path = path
+        self.present = present
+        self._data = data
+        self._read: set[str] = set()
+
+    @classmethod
+    def of(cls, errors: _Errors, path: str, raw: object) -> _Section:
+        if raw is None:
+            return cls(errors, path, {}, present=False)
+        if not isinstance(raw, Mapping):
+            errors.add(path, f"expected a mapping, got {_describe(raw)}")
+            return cls(errors, path, {}, present=False)
+        for key in raw:
+            if not isinstance(key, str):
+                errors.add(path or "(top level)", f"key {key!r} is not a string (quote it)")
+        data = {key: value for key, value in raw.items() if isinstance(key, str)}
+        return cls(errors, path, data, present=True)
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> None:
+        self.errors.add(self.at(key), message)
+
+    def ok(self, *keys: str) -> bool:
+        return self.errors.ok(*(self.at(key) for key in keys))
+
+    def has(self, key: str) -> bool:
+        # A key set to null (`ipv6:` with nothing after it) counts as absent.
+        return self._data.get(key) is not None
+
+    def _take(self, key: str, required: bool = False) -> object:
+        self._read.add(key)
+        if required and self.present and not self.has(key):
+            self.fail(key, "is required")
+        return self._data.get(key)
+
+    def value(
+        self, key: str, convert: Callable[[object], T], default: D, *, required: bool = False
+    ) -> T | D:
+        raw = self._take(key, required)
+        if raw is None:
+            return default
+        try:
+            return convert(raw)
+        except _Invalid as exc:
+            self.fail(key, str(exc))
+            return default
+
+    def section(self, key: str, *, required: bool = False) -> _Section:
+        return _Section.of(self.errors, self.at(key), self._take(key, required))
+
+    def items(self, key: str) -> list[tuple[str, object]]:
+        """The items of a list with their own key paths; [] when absent."""
+        raw = self._take(key)
+        if raw is not None and not isinstance(raw, list):
+            self.fail(key, f"expected a list, got {_describe(raw)}")
+        if not isinstance(raw, list):
+            return []
+        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(raw)]
+
+    def values(self, key: str, convert: Callable[[object], T]) -> list[tuple[str, T]]:
+        """The convertible items of a list; bad items are reported."""
+        converted = []
+        for path, item in self.items(key):
+            try:
+                converted.append((path, convert(item)))
+            except _Invalid as exc:
+                self.errors.add(path, str(exc))
+        return converted
+
+    def close(self) -> None:
+        known = sorted(self._read)
+        for key in self._data.keys() - self._read:
+            match = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {match[0]!r}?" if match else f"known keys: {', '.join(known)}"
+            self.fail(key, f"unknown key ({hint})")
+
+
+# --- converters: a raw YAML value to a typed one, or _Invalid ----------------------
+
+
+def _describe(value: object) -> str:
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else f"boolean {str(value).lower()}"
+    for kind, word in ((int, "integer"), (float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return f"{word} {value!r}"
+    if isinstance(value, list | Mapping):
+        return "a list" if isinstance(value, list) else "a mapping"
+    return type(value).__name__
+
+
+def _str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise _Invalid(f"expected a string, got {_describe(raw)}")
+    if not raw.isprintable():  # the value is not echoed: it may be a password
+        raise _Invalid("contains control characters")
+    return raw
+
+
+def _bool(raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise _Invalid(f"expected true or false, got {_describe(raw)}")
+    return raw
+
+
+def _int(lo: int, hi: int) -> Callable[[object], int]:
+    def convert(raw: object) -> int:
+        # bool is an int in Python, but `asn: true` is a mistake, not 1.
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _Invalid(f"expected an integer, got {_describe(raw)}")
+        if not lo <= raw <= hi:
+            raise _Invalid(f"{raw} is out of range {lo}..{hi}")
+        return raw
+
+    return convert
+
+
+def _asn(raw: object) -> int:
+    asn = _int(1, ASN_MAX)(raw)
+    if asn == AS_TRANS:
+        raise _Invalid(f"{AS_TRANS} is AS_TRANS (RFC 6793) and cannot be a real AS number")
+    return asn
+
+
+def _hold_time(raw: object) -> int:
+    hold = _int(0, 65535)(raw)
+    if hold in (1, 2):
+        raise _Invalid(f"{hold} is not allowed: hold_time must be 0 or 3..65535 (RFC 4271)")
+    return hold
+
+
+def _interval(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise _Invalid(f"expected a number of seconds, got {_describe(raw)}")
+    if not 0 < raw <= 86400:  # also false for NaN
+        raise _Invalid(f"{raw} must be more than 0 and at most 86400 seconds")
+    return float(raw)
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def convert(raw: object) -> str:
+        if _str(raw) not in choices:
+            raise _Invalid(f"{raw!r} is not one of {', '.join(choices)}")
+        return str(raw)
+
+    return convert
+
+
+def _name(raw: object) -> str:
+    text = _str(raw)
+    if not valid_name(text) or len(text) > MAX_NAME_LEN:
+        raise _Invalid(
+            f"{text!r} is not a valid name (letters, digits, '.', '_', '-', starting and "
+            f"ending with a letter or digit, at most {MAX_NAME_LEN} characters)"
+        )
+    return text
+
+
+def _absolute_path(raw: object) -> Path:
+    text = _str(raw)
+    if not os.path.isabs(text):
+        raise _Invalid(f"{text!r} is not an absolute path")
+    return Path(text)
+
+
+def _unicast(raw: object) -> IPAddress:
+    if not isinstance(raw, str):
+        # YAML 1.1 reads an unquoted 1:2:3:4:5:6:7:8 as a base-60 integer.
+        raise _Invalid(f"expected an IP address string, got {_describe(raw)} (quote it)")
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise _Invalid(f"{raw} is not a valid IP address") from None
+    for kind in ("unspecified", "loopback", "multicast", "link_local", "reserved"):
+        if getattr(address, "is_" + kind):
+            raise _Invalid(f"{address} is not a unicast address ({kind.replace('_', '-')})")
+    return address
+
+
+def _unicast_of(kind: type[A]) -> Callable[[object], A]:
+    def convert(raw: object) -> A:
+        address = _unicast(raw)
+        if not isinstance(address, kind):
+            raise _Invalid(
+                f"{address} is not an IPv{4 if kind is ipaddress.IPv4Address else 6} address"
+            )
+        return address
+
+    return convert
+
+
+def _network(raw: object) -> IPNetwork:
+    if not isinstance(raw, str):
+        raise _Invalid(f"expected a network like 100.64.0.0/16, got {_describe(raw)}")
+    try:
+        return ipaddress.ip_network(raw)
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        raise _Invalid(f"{raw} is not a valid network") from None
+    raise _Invalid(f"{raw} has host bits set")
+
+
+def _password(raw: object) -> str:
+    # Messages never echo the password, not even a YAML number in its place.
+    text = _str(raw if isinstance(raw, str) else "")
+    bad = " ".join(sorted(set(text) & PASSWORD_FORBIDDEN))
+    if not text:
+        raise _Invalid("must be a non-empty string (leave the key out for no password)")
+    if len(text) > MAX_PASSWORD_LEN:
+        raise _Invalid(f"is {len(text)} characters; TCP MD5 keys are at most {MAX_PASSWORD_LEN}")
+    if not text.isascii():
+        raise _Invalid("must be printable ASCII")
+    if text != text.strip():
+        raise _Invalid("must not start or end with whitespace")
+    if bad:
+        raise _Invalid(f"must not contain {bad} (it is written into daemon configs)")
+    return text
+
+
+def _endpoint(raw: object) -> str:
+    text = _str(raw)
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise _Invalid(f"{text} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        raise _Invalid(f"{text} is not of the form http://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise _Invalid(f"{text} must not have a path, query or user part")
+    return text.rstrip("/")
+
+
+def _key_prefix(raw: object) -> str:
+    text = _str(raw)
+    if not text.startswith("/") or text.endswith("/") or "//" in text or " " in text:
+        raise _Invalid(f"{text!r} must start with '/', not end with '/', and have no spaces")
+    return text
+
+
+def _command(raw: object) -> str:
+    text = _str(raw)
+    if not text.strip() or ("/" in text and not os.path.isabs(text)):
+        raise _Invalid(f"{text!r} is neither a command name nor an absolute path")
+    return text
+
+
+def _listen(raw: object) -> tuple[str, int]:
+    text = _str(raw)
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(f"{text} is not of the form [IPV6]:PORT") from None
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise _Invalid(f"{text}: IPv6 hosts go in brackets, e.g. [::1]:9641")
+        if not _HOSTNAME_RE.match(host) or (host.replace(".", "").isdigit() and not _v4(host)):
+            raise _Invalid(f"{text} is not of the form HOST:PORT")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _Invalid(f"{text}: port must be 1..65535")
+    return host, int(port)
+
+
+def _v4(text: str) -> bool:
+    try:
+        return bool(ipaddress.IPv4Address(text))
+    except ValueError:
+        return False
+
+
+def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
+    return a.version == b.version and a.overlaps(b)
+
+
+# --- sections ------------------------------------------------------------------
+
+
+def _parse_node(section: _Section) -> NodeConfig:
+    name = section.value("name", _name, "", required=True)
+    asn = section.value("asn", _asn, 0, required=True)
+    router_id = section.value("router_id", _unicast_of(ipaddress.IPv4Address), None)
+    addresses = section.section("addresses", required=True)
+    ipv4 = addresses.value("ipv4", _unicast_of(ipaddress.IPv4Address), None)
+    ipv6 = addresses.value("ipv6", _unicast_of(ipaddress.IPv6Address), None)
+    if addresses.present and not addresses.has("ipv4") and not addresses.has("ipv6"):
+        section.fail("addresses", "at least one of ipv4 and ipv6 is required")
+    if not section.has("router_id") and addresses.has("ipv6") and not addresses.has("ipv4"):
+        section.fail("router_id", "is required when node.addresses.ipv4 is not set")
+    addresses.close()
+    section.close()
+    return NodeConfig(name, asn, ipv4, ipv6, router_id or ipv4 or ipaddress.IPv4Address(0))
+
+
+def _parse_pools(root: _Section, node: NodeConfig) -> tuple[PoolConfig, ...]:
+    pools: list[tuple[str, PoolConfig]] = []
+    items = [_Section.of(root.errors, path, raw) for path, raw in root.items("pools")]
+    if not items and root.ok("pools"):
+        root.fail("pools", "at least one pool is required")
+    for item in items:
+        cidr = item.value("cidr", _network, None, required=True)
+        block_size = item.value("block_size", _int(0, 128), None)
+        item.close()
+        if cidr is None:
+            continue
+        longest = MAX_PREFIX_LEN[cidr.version]
+        if block_size is None:  # a pool smaller than a default block is one block
+            block_size = max(DEFAULT_BLOCK_SIZE[cidr.version], cidr.prefixlen)
+        elif not cidr.prefixlen <= block_size <= longest:
+            limits = f"between {cidr.prefixlen} and {longest} for {cidr}"
+            item.fail("block_size", f"{block_size} must be {limits}")
+        for reserved, what in UNROUTABLE:
+            if _overlap(cidr, reserved):
+                item.fail("cidr", f"{cidr} overlaps {reserved} ({what})")
+        for earlier_path, earlier in pools:
+            if _overlap(cidr, earlier.cidr):
+                item.fail("cidr", f"{cidr} overlaps {earlier_path} ({earlier.cidr})")
+        pools.append((item.path, PoolConfig(cidr, block_size)))
+    for key, address in (("ipv4", node.ipv4), ("ipv6", node.ipv6)):
+        for path, pool in pools:
+            if address is not None and address in pool.cidr:
+                message = f"{address} is inside {path} ({pool.cidr}); it must be outside pools"
+                root.errors.add(f"node.addresses.{key}", message)
+    return tuple(pool for _, pool in pools)
+
+
+def _parse_datastore(section: _Section, state_dir: Path) -> DatastoreConfig:
+    kind = section.value("type", _choice("file", "etcd"), "file")
+    path = section.value("path", _absolute_path, None)
+    endpoints = section.values("endpoints", _endpoint)
+    prefix = section.value("prefix", _key_prefix, "/l3fabric")
+    section.close()
+    if kind == "file":
+        if section.has("endpoints"):
+            section.fail("endpoints", "not used by datastore.type file; remove it")
+        return DatastoreConfig(kind, path or state_dir / "datastore", (), prefix)
+    if section.has("path"):
+        section.fail("path", "not used by datastore.type etcd; remove it")
+    if not endpoints and section.errors.clean(section.at("endpoints")):
+        section.fail("endpoints", "at least one http://HOST:PORT is required for etcd")
+    seen: dict[str, str] = {}
+    for item_path, endpoint in endpoints:
+        if endpoint in seen:
+            section.errors.add(item_path, f"{endpoint} is also {seen[endpoint]}")
+        seen.setdefault(endpoint, item_path)
+    return DatastoreConfig(kind, None, tuple(seen), prefix)
+
+
+def _check_timers(section: _Section, key: str, hold: tuple[int, str], ka: tuple[int, str]) -> None:
+    """Keepalives must come before the peer's hold timer runs out; a hold
+    time of 0 turns both off. Each timer comes with the path it was set at."""
+    keepalive = f"keepalive {ka[0]} ({ka[1]})"
+    if hold[0] != 0 and ka[0] < 1:
+        section.fail(key, f"{keepalive} must be at least 1 when hold time is {hold[0]} ({hold[1]})")
+    elif hold[0] != 0 and ka[0] >= hold[0]:
+        section.fail(key, f"{keepalive} must be less than hold time {hold[0]} ({hold[1]})")
+
+
+def _parse_bgp(section: _Section, node: NodeConfig) -> BgpConfig:
+    enabled = section.value("enabled", _bool, True)
+    mesh = section.value("mesh", _bool, True)
+    advertise = section.value("advertise", _choice("workloads", "blocks"), "workloads")
+    port = section.value("port", _int(1, 65535), 179)
+    hold_time = section.value("hold_time", _hold_time, 90)
+    keepalive = section.value("keepalive", _int(0, 65535), 30)
+    connect_retry = section.value("connect_retry", _int(1, 65535), 5)
+    if section.ok("hold_time", "keepalive"):
+        hold = (hold_time, section.at("hold_time"))
+        _check_timers(section, "keepalive", hold, (keepalive, section.at("keepalive")))
+    restart = section.section("graceful_restart")
+    graceful_restart = GracefulRestartConfig(
+        restart.value("enabled", _bool, True),
+        # The restart time is a 12-bit field of the capability (RFC 4724).
+        restart.value("restart_time", _int(1, 4095), 120),
+    )
+    peers = _parse_peers(section, node, hold_time, keepalive)
+    reflector = next((path for path, peer in peers if peer.role == "route-reflector"), None)
+    if mesh and reflector is not None:
+        section.fail("mesh", f"must be false when route reflectors are configured ({reflector})")
+    import_policy = _parse_import_policy(section.section("import_policy"))
+    exabgp = section.section("exabgp")
+    exabgp_config = ExabgpConfig(exabgp.value("command", _command, "exabgp"))
+    for done in (restart, exabgp, section):
+        done.close()
+    return BgpConfig(
+        enabled,
+        mesh,
+        advertise,
+        port,
+        hold_time,
+        keepalive,
+        connect_retry,
+        graceful_restart,
+        tuple(peer for _, peer in peers),
+        import_policy,
+        exabgp_config,
+    )
+
+
+def _parse_peers(
+    bgp: _Section, node: NodeConfig, hold_time: int, keepalive: int
+) -> list[tuple[str, PeerConfig]]:
+    peers: list[tuple[str, PeerConfig]] = []
+    names: dict[str, str] = {}
+    for path, raw in bgp.items("peers"):
+        section = _Section.of(bgp.errors, path, raw)
+        peer = _parse_peer(section, node, hold_time, keepalive)
+        if peer is None:
+            continue
+        same = next(
+            (other_path for other_path, other in peers if other.address == peer.address), None
+        )
+        if same is not None:
+            section.fail("address", f"{peer.address} is also {same}")
+        if peer.name in names and section.ok("name"):
+            section.fail("name", f"{peer.name} is also the name of {names[peer.name]}")
+        names.setdefault(peer.name, path)
+        peers.append((path, peer))
+    return peers
+
+
+def _parse_peer(
+    section: _Section, node: NodeConfig, bgp_hold_time: int, bgp_keepalive: int
+) -> PeerConfig | None:
+    address = section.value("address", _unicast, None, required=True)
+    asn = section.value("asn", _asn, None, required=True)
+    role = section.value("role", _choice(*PEER_ROLES), None, required=True)
+    name = section.value("name", _name, None)
+    password = section.value("password", _password, None)
+    multihop = section.value("multihop", _int(1, 255), None)
+    passive = section.value("passive", _bool, False)
+    local_address = section.value("local_address", _unicast, None)
+    hold_time = section.value("hold_time", _hold_time, None)
+    keepalive = section.value("keepalive", _int(0, 65535), None)
+    graceful_restart = section.value("graceful_restart", _bool, None)
+    section.close()
+    if section.ok("hold_time", "keepalive") and (hold_time, keepalive) != (None, None):
+        _check_timers(
+            section,
+            "hold_time" if keepalive is None else "keepalive",
+            (bgp_hold_time, "bgp.hold_time")
+            if hold_time is None
+            else (hold_time, section.at("hold_time")),
+            (bgp_keepalive, "bgp.keepalive")
+            if keepalive is None
+            else (keepalive, section.at("keepalive")),
+        )
+    if address is None or asn is None or role is None:
+        return None
+    own = node.ipv4 if address.version == 4 else node.ipv6
+    if address == own:
+        section.fail("address", f"{address} is this node's own address")
+    if local_address is not None and local_address.version != address.version:
+        section.fail("local_address", f"{local_address} is not the same IP version as {address}")
+    elif own is None and local_address is None and section.errors.ok("node"):
+        needs = f"node.addresses.ipv{address.version} or a local_address"
+        section.fail("address", f"an IPv{address.version} peer needs {needs}")
+    if section.errors.ok("node.asn") and role == "external" and asn == node.asn:
+        section.fail("asn", f"{asn} equals node.asn; use role route-reflector or mesh for iBGP")
+    elif section.errors.ok("node.asn") and role == "route-reflector" and asn != node.asn:
+        section.fail(
+            "asn",
+            f"{asn} differs from node.asn {node.asn}; a route reflector is in the node's own "
+            "AS (use role external for eBGP)",
+        )
+    return PeerConfig(
+        address,
+        asn,
+        role,
+        name or _peer_name(address),
+        password,
+        multihop,
+        passive,
+        local_address,
+        hold_time,
+        keepalive,
+        graceful_restart,
+    )
+
+
+def _peer_name(address: IPAddress) -> str:
+    """A stable default name: the address with ':' made '-'. A compressed IPv6
+    address can start or end with '::', which a name may not, so those use the
+    fully exploded form."""
+    name = str(address).replace(":", "-")
+    return name if valid_name(name) else address.exploded.replace(":", "-")
+
+
+def _parse_import_policy(section: _Section) -> ImportPolicyConfig:
+    allow_default = section.value("allow_default", _bool, False)
+    allow_outside_pools = section.value("allow_outside_pools", _bool, False)
+    prefixes = section.values("allowed_prefixes", _network)
+    max_prefixes = section.value("max_prefixes", _int(1, 10_000_000), 10000)
+    section.close()
+    seen: dict[IPNetwork, str] = {}
+    for path, prefix in prefixes:
+        if prefix in seen:
+            section.errors.add(path, f"{prefix} is also {seen[prefix]}")
+        seen.setdefault(prefix, path)
+    return ImportPolicyConfig(allow_default, allow_outside_pools, tuple(seen), max_prefixes)

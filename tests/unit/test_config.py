@@ -1,0 +1,625 @@
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from l3fabric.config import (
+    Config,
+    ConfigError,
+    PeerConfig,
+    load_config,
+    parse_config,
+    restart_required,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node.yaml"
+SOURCE = "node.yaml"
+
+BASE: dict[str, object] = {
+    "node": {
+        "name": "node1",
+        "asn": 64512,
+        "addresses": {"ipv4": "198.18.0.1", "ipv6": "fd00:198:18::1"},
+    },
+    "pools": [{"cidr": "100.64.0.0/16"}, {"cidr": "fd00:64::/48"}],
+}
+
+DELETE = object()
+
+
+def config_with(**changes: object) -> dict[str, object]:
+    """BASE with dotted keys replaced (or removed with DELETE); `__` stands
+    for `.` because keyword names cannot hold dots."""
+    data = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target: dict[str, object] = data
+        for key in parents:
+            target = target.setdefault(key, {})  # type: ignore[assignment]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    return data
+
+
+def errors_of(data: object) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, SOURCE)
+    return info.value.errors
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    return path
+
+
+def peer(**fields: object) -> dict[str, object]:
+    merged = {"address": "198.18.0.9", "asn": 65001, "role": "external", **fields}
+    return {key: value for key, value in merged.items() if value is not DELETE}
+
+
+RR = {"address": "198.18.0.8", "asn": 64512, "role": "route-reflector"}
+
+# (id, config, expected substring of one error, always "FILE: key.path: message")
+BAD_CONFIGS = [
+    ("name-missing", config_with(node__name=DELETE), "node.name: is required"),
+    ("name-chars", config_with(node__name="bad name!"), "node.name: 'bad name!' is not a valid"),
+    ("name-too-long", config_with(node__name="n" * 64), "node.name: 'nnnn"),
+    ("name-not-string", config_with(node__name=12), "node.name: expected a string, got integer"),
+    ("asn-zero", config_with(node__asn=0), "node.asn: 0 is out of range 1..4294967294"),
+    ("asn-as-trans", config_with(node__asn=23456), "node.asn: 23456 is AS_TRANS"),
+    ("asn-reserved", config_with(node__asn=4294967295), "node.asn: 4294967295 is out of range"),
+    ("asn-bool", config_with(node__asn=True), "node.asn: expected an integer, got boolean true"),
+    ("asn-string", config_with(node__asn="64512"), "node.asn: expected an integer, got string"),
+    ("node-not-mapping", config_with(node="node1"), "node: expected a mapping, got string"),
+    ("no-node", config_with(node=DELETE), "node: is required"),
+    (
+        "no-addresses",
+        config_with(node__addresses={}),
+        "node.addresses: at least one of ipv4 and ipv6 is required",
+    ),
+    (
+        "v4-multicast",
+        config_with(node__addresses__ipv4="224.0.0.5"),
+        "ipv4: 224.0.0.5 is not a unicast address (multicast)",
+    ),
+    (
+        "v4-loopback",
+        config_with(node__addresses__ipv4="127.0.0.1"),
+        "ipv4: 127.0.0.1 is not a unicast address (loopback)",
+    ),
+    (
+        "v4-unspecified",
+        config_with(node__addresses__ipv4="0.0.0.0"),
+        "ipv4: 0.0.0.0 is not a unicast address (unspecified)",
+    ),
+    (
+        "v6-link-local",
+        config_with(node__addresses__ipv6="fe80::1"),
+        "ipv6: fe80::1 is not a unicast address (link-local)",
+    ),
+    (
+        "v4-is-v6",
+        config_with(node__addresses__ipv4="fd00::1"),
+        "ipv4: fd00::1 is not an IPv4 address",
+    ),
+    ("v4-garbage", config_with(node__addresses__ipv4="198.18.0.300"), "is not a valid IP address"),
+    (
+        "no-router-id",
+        config_with(node__addresses={"ipv6": "fd00:198:18::1"}),
+        "node.router_id: is required when node.addresses.ipv4 is not set",
+    ),
+    (
+        "node-in-pool",
+        config_with(node__addresses__ipv4="100.64.3.1"),
+        "node.addresses.ipv4: 100.64.3.1 is inside pools[0] (100.64.0.0/16)",
+    ),
+    ("no-pools", config_with(pools=[]), "pools: at least one pool is required"),
+    ("pools-missing", config_with(pools=DELETE), "pools: at least one pool is required"),
+    (
+        "cidr-invalid",
+        config_with(pools=[{"cidr": "10.0.0.0/8"}, {"cidr": "100.64.0.0/33"}]),
+        "node.yaml: pools[1].cidr: 100.64.0.0/33 is not a valid network",
+    ),
+    (
+        "cidr-host-bits",
+        config_with(pools=[{"cidr": "100.64.0.1/16"}]),
+        "pools[0].cidr: 100.64.0.1/16 has host bits set",
+    ),
+    (
+        "pools-overlap",
+        config_with(pools=[{"cidr": "100.64.0.0/16"}, {"cidr": "100.64.1.0/24"}]),
+        "pools[1].cidr: 100.64.1.0/24 overlaps pools[0] (100.64.0.0/16)",
+    ),
+    (
+        "pool-link-local",
+        config_with(pools=[{"cidr": "169.254.0.0/16"}]),
+        "pools[0].cidr: 169.254.0.0/16 overlaps 169.254.0.0/16 (link-local",
+    ),
+    (
+        "block-too-long",
+        config_with(pools=[{"cidr": "100.64.0.0/16", "block_size": 33}]),
+        "pools[0].block_size: 33 must be between 16 and 32 for 100.64.0.0/16",
+    ),
+    (
+        "block-shorter-than-pool",
+        config_with(pools=[{"cidr": "fd00:64::/48", "block_size": 40}]),
+        "pools[0].block_size: 40 must be between 48 and 128 for fd00:64::/48",
+    ),
+    ("pool-no-cidr", config_with(pools=[{"block_size": 26}]), "pools[0].cidr: is required"),
+    (
+        "state-dir-relative",
+        config_with(state_dir="var/lib"),
+        "state_dir: 'var/lib' is not an absolute",
+    ),
+    (
+        "datastore-type",
+        config_with(datastore__type="consul"),
+        "datastore.type: 'consul' is not one of",
+    ),
+    (
+        "etcd-no-endpoints",
+        config_with(datastore__type="etcd"),
+        "datastore.endpoints: at least one http://HOST:PORT is required for etcd",
+    ),
+    (
+        "etcd-with-path",
+        config_with(datastore={"type": "etcd", "path": "/x", "endpoints": ["http://h:2379"]}),
+        "datastore.path: not used by datastore.type etcd",
+    ),
+    (
+        "file-with-endpoints",
+        config_with(datastore__endpoints=["http://h:2379"]),
+        "datastore.endpoints: not used by datastore.type file",
+    ),
+    (
+        "endpoint-no-scheme",
+        config_with(datastore={"type": "etcd", "endpoints": ["198.18.0.100:2379"]}),
+        "datastore.endpoints[0]: 198.18.0.100:2379 is not of the form http://HOST:PORT",
+    ),
+    (
+        "endpoint-bad-port",
+        config_with(datastore={"type": "etcd", "endpoints": ["http://h:99999"]}),
+        "datastore.endpoints[0]: http://h:99999 has an invalid port",
+    ),
+    (
+        "endpoint-duplicate",
+        config_with(datastore={"type": "etcd", "endpoints": ["http://h:2379", "http://h:2379"]}),
+        "datastore.endpoints[1]: http://h:2379 is also datastore.endpoints[0]",
+    ),
+    (
+        "listen-v6-bare",
+        config_with(metrics__listen="::1:9641"),
+        "metrics.listen: ::1:9641: IPv6 hosts",
+    ),
+    (
+        "listen-port-0",
+        config_with(metrics__listen="127.0.0.1:0"),
+        "metrics.listen: 127.0.0.1:0: port",
+    ),
+    (
+        "listen-no-port",
+        config_with(metrics__listen="localhost"),
+        "metrics.listen: localhost is not",
+    ),
+    ("listen-int", config_with(metrics__listen=9641), "metrics.listen: expected a string"),
+    (
+        "listen-bad-v6",
+        config_with(metrics__listen="[fd00::x]:1"),
+        "metrics.listen: [fd00::x]:1 is not",
+    ),
+    (
+        "metrics-enabled-str",
+        config_with(metrics__enabled="yes"),
+        "metrics.enabled: expected true or",
+    ),
+    (
+        "interval-zero",
+        config_with(reconcile__interval=0),
+        "reconcile.interval: 0 must be more than 0",
+    ),
+    ("interval-huge", config_with(reconcile__interval=86401), "reconcile.interval: 86401 must be"),
+    (
+        "interval-str",
+        config_with(reconcile__interval="30s"),
+        "reconcile.interval: expected a number",
+    ),
+    ("hold-time-2", config_with(bgp__hold_time=2), "bgp.hold_time: 2 is not allowed"),
+    (
+        "keepalive-not-below-hold",
+        config_with(bgp__hold_time=90, bgp__keepalive=90),
+        "bgp.keepalive: keepalive 90 (bgp.keepalive) must be less than hold time 90 "
+        "(bgp.hold_time)",
+    ),
+    (
+        "keepalive-zero",
+        config_with(bgp__keepalive=0),
+        "bgp.keepalive: keepalive 0 (bgp.keepalive) must be at least 1",
+    ),
+    (
+        "advertise",
+        config_with(bgp__advertise="all"),
+        "bgp.advertise: 'all' is not one of workloads",
+    ),
+    ("mesh-string", config_with(bgp__mesh="yes"), "bgp.mesh: expected true or false, got string"),
+    ("port-zero", config_with(bgp__port=0), "bgp.port: 0 is out of range 1..65535"),
+    ("gr-time", config_with(bgp__graceful_restart__restart_time=5000), "restart_time: 5000 is out"),
+    (
+        "peers-mapping",
+        config_with(bgp__peers={"a": 1}),
+        "bgp.peers: expected a list, got a mapping",
+    ),
+    (
+        "peer-not-mapping",
+        config_with(bgp__peers=["198.18.0.9"]),
+        "bgp.peers[0]: expected a mapping",
+    ),
+    ("peer-no-asn", config_with(bgp__peers=[peer(asn=DELETE)]), "bgp.peers[0].asn: is required"),
+    (
+        "peer-address",
+        config_with(bgp__peers=[peer(address="198.18.0.300")]),
+        "bgp.peers[0].address: 198.18.0.300 is not a valid IP address",
+    ),
+    (
+        "peer-duplicate",
+        config_with(bgp__peers=[peer(), peer(address="198.18.0.10"), peer(name="again")]),
+        "bgp.peers[2].address: 198.18.0.9 is also bgp.peers[0]",
+    ),
+    (
+        "peer-duplicate-v6-spelling",
+        config_with(bgp__peers=[peer(address="fd00::9"), peer(address="fd00:0::0009", name="b")]),
+        "bgp.peers[1].address: fd00::9 is also bgp.peers[0]",
+    ),
+    (
+        "peer-duplicate-name",
+        config_with(bgp__peers=[peer(name="up"), peer(address="198.18.0.10", name="up")]),
+        "bgp.peers[1].name: up is also the name of bgp.peers[0]",
+    ),
+    ("peer-role", config_with(bgp__peers=[peer(role="client")]), "bgp.peers[0].role: 'client' is"),
+    (
+        "external-same-as",
+        config_with(bgp__peers=[peer(asn=64512)]),
+        "bgp.peers[0].asn: 64512 equals node.asn; use role route-reflector or mesh for iBGP",
+    ),
+    (
+        "rr-other-as",
+        config_with(bgp__mesh=False, bgp__peers=[{**RR, "asn": 65001}]),
+        "bgp.peers[0].asn: 65001 differs from node.asn 64512",
+    ),
+    (
+        "mesh-with-rr",
+        config_with(bgp__peers=[peer(), RR]),
+        "node.yaml: bgp.mesh: must be false when route reflectors are configured (bgp.peers[1])",
+    ),
+    (
+        "peer-is-self",
+        config_with(bgp__peers=[peer(address="198.18.0.1")]),
+        "bgp.peers[0].address: 198.18.0.1 is this node's own address",
+    ),
+    (
+        "v6-peer-without-v6",
+        config_with(node__addresses={"ipv4": "198.18.0.1"}, bgp__peers=[peer(address="fd00::9")]),
+        "bgp.peers[0].address: an IPv6 peer needs node.addresses.ipv6 or a local_address",
+    ),
+    (
+        "local-address-family",
+        config_with(bgp__peers=[peer(local_address="fd00:198:18::1")]),
+        "bgp.peers[0].local_address: fd00:198:18::1 is not the same IP version as 198.18.0.9",
+    ),
+    (
+        "password-quote",
+        config_with(bgp__peers=[peer(password='a"b')]),
+        'password: must not contain "',
+    ),
+    (
+        "password-brace",
+        config_with(bgp__peers=[peer(password="a}b")]),
+        "password: must not contain }",
+    ),
+    ("password-newline", config_with(bgp__peers=[peer(password="a\nb")]), "contains control char"),
+    (
+        "password-long",
+        config_with(bgp__peers=[peer(password="x" * 81)]),
+        "password: is 81 characters",
+    ),
+    (
+        "password-space",
+        config_with(bgp__peers=[peer(password=" x")]),
+        "password: must not start or",
+    ),
+    (
+        "password-empty",
+        config_with(bgp__peers=[peer(password="")]),
+        "password: must be a non-empty string",
+    ),
+    ("password-unicode", config_with(bgp__peers=[peer(password="pässword")]), "printable ASCII"),
+    (
+        "multihop-zero",
+        config_with(bgp__peers=[peer(multihop=0)]),
+        "multihop: 0 is out of range 1..255",
+    ),
+    ("multihop-big", config_with(bgp__peers=[peer(multihop=256)]), "multihop: 256 is out of range"),
+    (
+        "peer-keepalive-vs-global-hold",
+        config_with(bgp__peers=[peer(keepalive=100)]),
+        "bgp.peers[0].keepalive: keepalive 100 (bgp.peers[0].keepalive) must be less than hold "
+        "time 90 (bgp.hold_time)",
+    ),
+    (
+        "peer-hold-vs-global-keepalive",
+        config_with(bgp__peers=[peer(hold_time=20)]),
+        "bgp.peers[0].hold_time: keepalive 30 (bgp.keepalive) must be less than hold time 20 "
+        "(bgp.peers[0].hold_time)",
+    ),
+    (
+        "unknown-key-typo",
+        config_with(bgp__peers=[peer(pasword="x")]),
+        "node.yaml: bgp.peers[0].pasword: unknown key (did you mean 'password'?)",
+    ),
+    ("unknown-top-level", config_with(bogus=1), "node.yaml: bogus: unknown key (known keys: "),
+    (
+        "unknown-node-key",
+        config_with(node__nmae="x"),
+        "node.nmae: unknown key (did you mean 'name'?)",
+    ),
+    ("non-string-key", config_with(log={True: 1}), "log: key True is not a string"),
+    ("max-prefixes", config_with(bgp__import_policy__max_prefixes=0), "max_prefixes: 0 is out of"),
+    (
+        "allowed-prefix",
+        config_with(bgp__import_policy__allowed_prefixes=["10.0.0.1/8"]),
+        "bgp.import_policy.allowed_prefixes[0]: 10.0.0.1/8 has host bits set",
+    ),
+    ("exabgp-relative", config_with(bgp__exabgp__command="bin/exabgp"), "command: 'bin/exabgp' is"),
+    ("log-level", config_with(log__level="verbose"), "log.level: 'verbose' is not one of debug"),
+    ("log-format", config_with(log__format="xml"), "log.format: 'xml' is not one of json, text"),
+    ("ipam-flag", config_with(ipam__strict_affinity=1), "ipam.strict_affinity: expected true or"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [row[1:] for row in BAD_CONFIGS], ids=[row[0] for row in BAD_CONFIGS]
+)
+def test_bad_config_is_rejected_with_key_path(data: object, expected: str) -> None:
+    errors = errors_of(data)
+    assert any(expected in error for error in errors), errors
+    assert all(error.startswith(SOURCE + ": ") for error in errors), errors
+
+
+def test_table_is_large_and_base_is_valid() -> None:
+    assert len(BAD_CONFIGS) >= 25
+    assert len({row[0] for row in BAD_CONFIGS}) == len(BAD_CONFIGS)
+    parse_config(BASE, SOURCE)
+
+
+def test_example_file_parses(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE)
+    assert config.source == str(EXAMPLE)
+    assert config.node.name == "node1"
+    assert config.node.asn == 64512
+    assert config.node.ipv4 == ipaddress.IPv4Address("198.18.0.1")
+    assert config.node.ipv6 == ipaddress.IPv6Address("fd00:198:18::1")
+    assert [str(pool.cidr) for pool in config.pools] == ["100.64.0.0/16", "fd00:64::/48"]
+    assert config.bgp.mesh is True
+    assert all(isinstance(p, PeerConfig) and p.role == "external" for p in config.bgp.peers)
+
+
+def test_defaults() -> None:
+    config = parse_config(BASE, SOURCE)
+    assert config.source == SOURCE
+    assert config.node.router_id == ipaddress.IPv4Address("198.18.0.1")
+    assert [pool.block_size for pool in config.pools] == [26, 122]
+    assert config.pools_for(4) == config.pools[:1]
+    assert config.pools_for(6) == config.pools[1:]
+    assert config.ipam.strict_affinity is False
+    assert config.state_dir == Path("/var/lib/l3fabric")
+    assert config.socket_path == Path("/var/lib/l3fabric/agent.sock")
+    assert config.datastore.type == "file"
+    assert config.datastore.path == Path("/var/lib/l3fabric/datastore")
+    assert config.datastore.endpoints == ()
+    assert config.datastore.prefix == "/l3fabric"
+    assert (config.metrics.listen_host, config.metrics.listen_port) == ("127.0.0.1", 9641)
+    assert config.metrics.enabled is True
+    assert config.reconcile.interval == 30.0
+    bgp = config.bgp
+    assert (bgp.enabled, bgp.mesh, bgp.advertise, bgp.port) == (True, True, "workloads", 179)
+    assert (bgp.hold_time, bgp.keepalive, bgp.connect_retry) == (90, 30, 5)
+    assert (bgp.graceful_restart.enabled, bgp.graceful_restart.restart_time) == (True, 120)
+    assert bgp.peers == ()
+    assert bgp.import_policy.allow_default is False
+    assert bgp.import_policy.allow_outside_pools is False
+    assert bgp.import_policy.allowed_prefixes == ()
+    assert bgp.import_policy.max_prefixes == 10000
+    assert bgp.exabgp.command == "exabgp"
+    assert (config.log.level, config.log.format) == ("info", "json")
+
+
+def test_datastore_path_follows_state_dir_and_etcd_keeps_endpoints() -> None:
+    config = parse_config(config_with(state_dir="/run/l3f"), SOURCE)
+    assert config.datastore.path == Path("/run/l3f/datastore")
+    assert config.socket_path == Path("/run/l3f/agent.sock")
+    etcd = {"type": "etcd", "endpoints": ["http://198.18.0.100:2379", "https://e2:2379/"]}
+    config = parse_config(config_with(datastore=etcd), SOURCE)
+    assert config.datastore.path is None
+    assert config.datastore.endpoints == ("http://198.18.0.100:2379", "https://e2:2379")
+
+
+def test_ipv6_only_node_with_router_id_and_v6_metrics() -> None:
+    data = config_with(
+        node__addresses={"ipv6": "fd00:198:18::1"},
+        node__router_id="198.18.0.1",
+        metrics__listen="[::1]:9100",
+        pools=[{"cidr": "fd00:64::/48", "block_size": 120}],
+    )
+    config = parse_config(data, SOURCE)
+    assert config.node.ipv4 is None
+    assert config.node.router_id == ipaddress.IPv4Address("198.18.0.1")
+    assert (config.metrics.listen_host, config.metrics.listen_port) == ("::1", 9100)
+    assert config.pools[0].block_size == 120
+
+
+def test_small_pool_defaults_to_one_block() -> None:
+    config = parse_config(config_with(pools=[{"cidr": "100.64.0.0/28"}]), SOURCE)
+    assert config.pools[0].block_size == 28
+
+
+def test_peers_names_and_route_reflectors() -> None:
+    peers = [
+        peer(),
+        peer(address="fd00::9"),
+        peer(address="fd00::", asn=65002),
+        {**RR, "password": "Tr0ub4dor&3", "graceful_restart": False},
+    ]
+    config = parse_config(config_with(bgp__mesh=False, bgp__peers=peers), SOURCE)
+    names = [p.name for p in config.bgp.peers]
+    assert names[:2] == ["198.18.0.9", "fd00--9"]
+    # "fd00::" would make a name ending in '-', so the exploded form is used.
+    assert names[2] == "fd00-0000-0000-0000-0000-0000-0000-0000"
+    reflector = config.bgp.peers[3]
+    assert (reflector.role, reflector.asn, reflector.password) == (
+        "route-reflector",
+        64512,
+        "Tr0ub4dor&3",
+    )
+    assert reflector.graceful_restart is False
+    assert config.bgp.peers[0].graceful_restart is None
+    assert config.bgp.peers[0].hold_time is None
+
+
+def test_hold_time_zero_disables_keepalive_check() -> None:
+    config = parse_config(config_with(bgp__hold_time=0, bgp__keepalive=0), SOURCE)
+    assert (config.bgp.hold_time, config.bgp.keepalive) == (0, 0)
+
+
+def test_all_errors_are_reported_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "node:\n  name: node1\n  asn: 0\n  addresses: {ipv4: 198.18.0.1}\n"
+        "pools:\n  - cidr: 100.64.0.0/33\n"
+        "bgp:\n  hold_time: 2\n  peers:\n    - {address: 198.18.0.9, asn: 65001, role: x}\n"
+        "log:\n  levle: debug\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    errors = info.value.errors
+    expected = [
+        f"{path}: node.asn: 0 is out of range",
+        f"{path}: pools[0].cidr: 100.64.0.0/33 is not a valid network",
+        f"{path}: bgp.hold_time: 2 is not allowed",
+        f"{path}: bgp.peers[0].role: 'x' is not one of route-reflector, external",
+        f"{path}: log.levle: unknown key (did you mean 'level'?)",
+    ]
+    for fragment in expected:
+        assert any(error.startswith(fragment) for error in errors), (fragment, errors)
+    assert len(errors) == len(expected)
+    assert str(info.value) == "\n".join(errors)
+
+
+def test_broken_section_does_not_cascade() -> None:
+    # A bad node.asn must not also make every peer's AS comparison fail.
+    errors = errors_of(config_with(node__asn="x", bgp__peers=[peer(), RR], bgp__mesh=False))
+    assert len(errors) == 1 and "node.asn" in errors[0]
+
+
+def test_bad_list_items_are_not_also_reported_as_missing() -> None:
+    bad_endpoint = {"type": "etcd", "endpoints": ["198.18.0.100:2379"]}
+    assert len(errors_of(config_with(datastore=bad_endpoint))) == 1
+    assert len(errors_of(config_with(pools=[{"cidr": "100.64.0.0/33"}]))) == 1
+
+
+@pytest.mark.parametrize(
+    "secret", ['Sup3r"Secret', "Sup3r Secret\n", " Sup3rSecret", "Sup3r{Secret"]
+)
+def test_password_is_never_echoed(secret: str) -> None:
+    (error,) = errors_of(config_with(bgp__peers=[peer(password=secret)]))
+    assert "bgp.peers[0].password: " in error
+    assert "Sup3r" not in error and "Secret" not in error
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "node:\n  name: node1\n  asn: 64512\n addresses: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (error,) = info.value.errors
+    assert error.startswith(f"{path}:4:"), error
+    assert "invalid YAML" in error
+
+
+def test_duplicate_yaml_key_is_an_error_with_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "node:\n  name: a\n  asn: 64512\n  name: b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors[0].startswith(f"{path}:4:")
+    assert "duplicate key 'name'" in info.value.errors[0]
+
+
+def test_unquoted_sexagesimal_ipv6_asks_for_quotes(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE).replace("fd00:198:18::1", "1:2:3:4:5:6:7:8")
+    text = text.replace("'1:2:3:4:5:6:7:8'", "1:2:3:4:5:6:7:8")
+    with pytest.raises(ConfigError, match=r"node.addresses.ipv6: expected an IP address string, "):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "top level must be a mapping, got null"),
+        ("- node\n", "top level must be a mapping, got a list"),
+        ("just a string\n", "top level must be a mapping, got string"),
+    ],
+)
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert info.value.errors[0].startswith(f"{path}: ")
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"node: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_config_is_immutable() -> None:
+    config = parse_config(config_with(bgp__peers=[peer()]), SOURCE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.node.name = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.bgp.peers[0].asn = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.pools = ()  # type: ignore[misc]
+    assert isinstance(config.bgp.peers, tuple) and isinstance(config.pools, tuple)
+    assert hash(config.bgp) == hash(parse_config(config_with(bgp__peers=[peer()]), SOURCE).bgp)
+
+
+def test_restart_required_lists_identity_changes() -> None:
+    old = parse_config(BASE, SOURCE)
+    same = parse_config(config_with(bgp__hold_time=30, bgp__keepalive=10, log__level="debug"))
+    assert restart_required(old, same) == ()
+    moved = parse_config(config_with(node__asn=64513, node__addresses__ipv4="198.18.0.2"))
+    assert restart_required(old, moved) == ("node.asn", "node.addresses.ipv4", "node.router_id")
+
+
+@given(st.text(max_size=100))
+def test_password_is_accepted_only_when_safe_to_template(password: str) -> None:
+    try:
+        config: Config = parse_config(config_with(bgp__peers=[peer(password=password)]), SOURCE)
+    except ConfigError as exc:
+        assert all("bgp.peers[0].password: " in error for error in exc.errors), exc.errors
+        return
+    stored = config.bgp.peers[0].password
+    assert stored == password
+    assert 0 < len(stored) <= 80 and stored.isascii() and stored.isprintable()
+    assert stored == stored.strip()
+    assert not set(stored) & set("\"'\\;{}#\n")
