@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from l3fabric.bgp.events import PathAttributes
+from l3fabric.bgp.events import PathAttributes, UpdateEvent
 from l3fabric.bgp.policy import (
     AS_LOOP,
     BAD_NEXT_HOP,
@@ -18,6 +18,8 @@ from l3fabric.bgp.policy import (
     ImportPolicy,
     PeerInfo,
 )
+from l3fabric.bgp.rib import Rib, TearDown
+from l3fabric.model import IPAddress
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -220,3 +222,75 @@ def test_policy_normalises_collections() -> None:
     assert hash(p) == hash(
         ImportPolicy(pools=(net("100.64.0.0/16"),), local_addresses=frozenset({ip("100.64.0.1")}))
     )
+
+
+# ----- the policy as the RIB applies it ---------------------------------------
+
+B = MESH.address
+
+
+def rib_with(*peers: PeerInfo, **overrides: object) -> Rib:
+    rib = Rib(policy(**overrides))
+    rib.set_peers(peers)
+    return rib
+
+
+def send(
+    rib: Rib, peer: IPAddress, prefixes: list[str], next_hop: str = "198.18.0.2", **kw: object
+) -> None:
+    a = PathAttributes(next_hop=ip(next_hop), **kw)  # type: ignore[arg-type]
+    rib.apply(UpdateEvent(peer, announced=tuple((net(p), a) for p in prefixes)), 0.0)
+
+
+def test_rib_keeps_rejected_routes_with_their_reason_and_never_selects_them() -> None:
+    rib = rib_with(MESH, TOR)
+    send(rib, B, ["100.64.1.5/32", "0.0.0.0/0", "10.0.0.0/8", "100.64.2.9/32"])
+    send(rib, B, ["100.64.2.7/32"], "127.0.0.1")
+    send(rib, B, ["100.64.2.8/32"], "198.18.0.1")
+    send(rib, TOR.address, ["100.64.8.0/24"], "198.18.0.254", as_path=(65001, 64512))
+    assert list(rib.best_routes()) == [net("100.64.2.9/32")]
+    assert {str(r.prefix): r.reason for r in rib.received()} == {
+        "0.0.0.0/0": DEFAULT_ROUTE,
+        "10.0.0.0/8": OUTSIDE_POOLS,
+        "100.64.1.5/32": COVERS_LOCAL_WORKLOAD,
+        "100.64.2.7/32": BAD_NEXT_HOP,
+        "100.64.2.8/32": NEXT_HOP_SELF,
+        "100.64.2.9/32": None,
+        "100.64.8.0/24": AS_LOOP,
+    }
+    stats = rib.stats()[B]
+    assert (stats.received, stats.accepted) == (6, 1)
+    assert stats.rejected == {r: 1 for r in REJECT_REASONS if r != AS_LOOP}
+    assert rib.stats()[TOR.address].rejected == {AS_LOOP: 1}
+
+
+def test_local_workload_changes_rejudge_stored_routes() -> None:
+    rib = rib_with(MESH)
+    send(rib, B, ["100.64.3.3/32", "100.64.3.0/26", "100.64.4.0/26"])
+    assert len(rib.take_changes().replace) == 3
+    # A workload with 100.64.3.3 starts here: B's /32 and the covering /26 go.
+    rib.set_local_addresses([ip("100.64.1.5"), ip("100.64.3.3")])
+    changes = rib.take_changes()
+    assert changes.delete == [net("100.64.3.0/26"), net("100.64.3.3/32")]
+    assert changes.replace == []
+    assert {str(r.prefix) for r in rib.received() if not r.accepted} == {
+        "100.64.3.0/26",
+        "100.64.3.3/32",
+    }
+    # It leaves again: both come back.
+    rib.set_local_addresses([ip("100.64.1.5")])
+    assert [r.prefix for r in rib.take_changes().replace] == [
+        net("100.64.3.0/26"),
+        net("100.64.3.3/32"),
+    ]
+
+
+def test_set_policy_rejudges_everything() -> None:
+    rib = rib_with(MESH)
+    send(rib, B, ["0.0.0.0/0", "100.64.2.7/32"])
+    assert list(rib.best_routes()) == [net("100.64.2.7/32")]
+    assert rib.set_policy(policy(allow_default=True)) == []
+    assert set(rib.best_routes()) == {net("0.0.0.0/0"), net("100.64.2.7/32")}
+    # A lower limit than what the peer already sent tears it down.
+    assert rib.set_policy(policy(max_prefixes=1)) == [TearDown(B, "max-prefix 1 exceeded")]
+    assert rib.best_routes() == {}
