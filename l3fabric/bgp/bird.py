@@ -1,0 +1,579 @@
+"""BIRD 2 configurations for the three roles BIRD plays around an l3fabric.
+
+Node speakers are ExaBGP; BIRD is the route reflector, the ToR/spine (the
+"external router" of a lab) and, for benchmarks, a Calico-style node speaker.
+The inputs are validated here, so nothing that could change the meaning of
+the generated file (a quote in a password, a name that is a BIRD keyword)
+ever reaches a template. See docs/bird.md for every knob and why it exists.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+
+from l3fabric.model import HOST_IFACE_PREFIX, RTPROT_L3FABRIC, IPAddress, IPNetwork
+
+# Kernel route protocol numbers BIRD cannot learn workload routes from: 0 is
+# "unspecified", 2 (kernel) is skipped by `learn` unless `learn all`, and 12
+# is what BIRD itself stamps on the routes it installs.
+_RTPROT_BIRD = 12
+_UNLEARNABLE_PROTOCOLS = {0: "unspecified", 2: "kernel", _RTPROT_BIRD: "bird"}
+
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+# TCP-MD5 keys are at most 80 bytes (TCP_MD5SIG_MAXKEYLEN).
+_PASSWORD_RE = re.compile(r"[\x20-\x7e]{1,80}")
+_MAX_ASN = 2**32 - 1
+
+
+class BirdRole(enum.Enum):
+    ROUTE_REFLECTOR = "route-reflector"
+    TOR = "tor"
+    NODE = "node"
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{where}: {message}")
+
+
+def _check_name(name: object, where: str) -> None:
+    _check(isinstance(name, str), where, "must be a string")
+    assert isinstance(name, str)
+    _check(
+        bool(_NAME_RE.fullmatch(name)),
+        where,
+        f"{name!r} must start with a letter and contain only letters, digits and '_' "
+        "(at most 32 characters)",
+    )
+
+
+def _check_asn(asn: object, where: str) -> None:
+    _check(
+        isinstance(asn, int) and not isinstance(asn, bool) and 1 <= asn <= _MAX_ASN,
+        where,
+        f"{asn!r} is not an AS number (1..{_MAX_ASN})",
+    )
+
+
+def _check_int(value: object, where: str, low: int, high: int) -> None:
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        where,
+        f"{value!r} must be an integer in {low}..{high}",
+    )
+
+
+def _check_bool(value: object, where: str) -> None:
+    _check(isinstance(value, bool), where, f"{value!r} must be true or false")
+
+
+def _check_password(password: object, where: str) -> None:
+    if password is None:
+        return
+    _check(isinstance(password, str), where, "must be a string")
+    assert isinstance(password, str)
+    _check(
+        bool(_PASSWORD_RE.fullmatch(password)) and '"' not in password and "\\" not in password,
+        where,
+        "must be 1-80 printable ASCII characters without '\"', '\\' or newlines",
+    )
+
+
+def _check_timers(hold: object, keepalive: object, where: str) -> None:
+    # BGP allows a hold time of 0 (no keepalives), but a fabric must notice a
+    # dead peer, so 0 is refused along with the RFC 4271 minimum of 3.
+    if hold is not None:
+        _check_int(hold, f"{where}hold_time", 3, 65535)
+    if keepalive is not None:
+        _check_int(keepalive, f"{where}keepalive", 1, 21845)
+    if isinstance(hold, int) and isinstance(keepalive, int):
+        _check(
+            keepalive * 3 <= hold,
+            f"{where}keepalive",
+            f"{keepalive} must be at most a third of hold_time {hold}, so that two "
+            "lost keepalives do not drop the session",
+        )
+
+
+@dataclass(frozen=True)
+class BirdPeer:
+    """A statically configured BGP neighbour."""
+
+    name: str
+    address: IPAddress
+    asn: int
+    password: str | None = None
+    multihop: int | None = None
+    rr_client: bool = False
+    passive: bool = False
+    # Accept every route from this peer instead of only accept_prefixes
+    # (for spines and upstreams on a ToR, which may send a default route).
+    accept_all: bool = False
+    hold_time: int | None = None
+    keepalive: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"peer {self.name!r}"
+        _check_name(self.name, "peer name")
+        _check(
+            isinstance(self.address, ipaddress.IPv4Address | ipaddress.IPv6Address),
+            f"{where}: address",
+            f"{self.address!r} is not an IP address",
+        )
+        _check(
+            not (self.address.is_unspecified or self.address.is_multicast),
+            f"{where}: address",
+            f"{self.address} cannot be a BGP neighbour",
+        )
+        _check_asn(self.asn, f"{where}: asn")
+        _check_password(self.password, f"{where}: password")
+        if self.multihop is not None:
+            _check_int(self.multihop, f"{where}: multihop", 1, 255)
+        for flag in ("rr_client", "passive", "accept_all"):
+            _check_bool(getattr(self, flag), f"{where}: {flag}")
+        _check_timers(self.hold_time, self.keepalive, f"{where}: ")
+
+
+@dataclass(frozen=True)
+class BirdRange:
+    """Dynamic neighbours: any speaker connecting from cidr is accepted, so
+    nodes join without the configuration changing. BIRD never dials out to a
+    range; the nodes connect."""
+
+    cidr: IPNetwork
+    asn: int
+    rr_client: bool = False
+    password: str | None = None
+    multihop: int | None = None
+    name: str | None = None  # None: "range<N>", N counting ranges from 1
+
+    def __post_init__(self) -> None:
+        where = f"range {self.name or self.cidr}"
+        if self.name is not None:
+            _check_name(self.name, "range name")
+        _check(
+            isinstance(self.cidr, ipaddress.IPv4Network | ipaddress.IPv6Network),
+            f"{where}: cidr",
+            f"{self.cidr!r} is not a network",
+        )
+        _check_asn(self.asn, f"{where}: asn")
+        _check_bool(self.rr_client, f"{where}: rr_client")
+        _check_password(self.password, f"{where}: password")
+        if self.multihop is not None:
+            _check_int(self.multihop, f"{where}: multihop", 1, 255)
+
+
+@dataclass(frozen=True)
+class BirdConfig:
+    role: BirdRole
+    router_id: ipaddress.IPv4Address
+    asn: int
+    cluster_id: ipaddress.IPv4Address | None = None  # route-reflector only; None: router_id
+    peers: tuple[BirdPeer, ...] = ()
+    ranges: tuple[BirdRange, ...] = ()
+    # tor: the only prefixes (and their more-specifics) accepted from peers
+    # that are not accept_all, and the connected subnets it announces.
+    # node: what is announced from the kernel and accepted from peers
+    # (empty: everything).
+    accept_prefixes: tuple[IPNetwork, ...] = ()
+    hold_time: int = 90
+    keepalive: int = 30
+    graceful_restart: bool = True
+    restart_time: int = 120
+    kernel_export: bool | None = None  # None: off for route-reflector, on otherwise
+    ecmp: bool = True
+    kernel_learn_protocol: int | None = None  # node only; None: RTPROT_L3FABRIC
+    kernel_metric: int | None = None  # None: BIRD's default (32)
+    scan_time: int = 2
+    ipv6_next_hop: ipaddress.IPv6Address | None = None
+    log_file: PurePosixPath | None = None  # None: log to stderr
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.role, BirdRole), "role", f"{self.role!r} is not a BirdRole")
+        _check(
+            isinstance(self.router_id, ipaddress.IPv4Address),
+            "router_id",
+            f"{self.router_id!r} is not an IPv4 address (BGP router ids are 32-bit)",
+        )
+        _check(not self.router_id.is_unspecified, "router_id", "0.0.0.0 is not a router id")
+        _check_asn(self.asn, "asn")
+        self._check_role_fields()
+        self._check_peers()
+        self._check_ranges()
+        for i, prefix in enumerate(self.accept_prefixes):
+            _check(
+                isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network),
+                f"accept_prefixes[{i}]",
+                f"{prefix!r} is not a network",
+            )
+        _check_timers(self.hold_time, self.keepalive, "")
+        _check_bool(self.graceful_restart, "graceful_restart")
+        _check_int(self.restart_time, "restart_time", 1, 4095)  # a 12-bit field in BGP
+        if self.kernel_export is not None:
+            _check_bool(self.kernel_export, "kernel_export")
+        _check_bool(self.ecmp, "ecmp")
+        if self.kernel_metric is not None:
+            _check_int(self.kernel_metric, "kernel_metric", 0, 2**32 - 1)
+        _check_int(self.scan_time, "scan_time", 1, 3600)
+        if self.ipv6_next_hop is not None:
+            _check(
+                isinstance(self.ipv6_next_hop, ipaddress.IPv6Address)
+                and not self.ipv6_next_hop.is_link_local
+                and not self.ipv6_next_hop.is_unspecified,
+                "ipv6_next_hop",
+                f"{self.ipv6_next_hop!r} must be a global IPv6 address",
+            )
+        if self.log_file is not None:
+            text = str(self.log_file)
+            _check(
+                isinstance(self.log_file, PurePosixPath)
+                and self.log_file.is_absolute()
+                and not any(c in text for c in '"\\\n\r\t'),
+                "log_file",
+                f"{text!r} must be an absolute path without quotes, backslashes or control "
+                "characters",
+            )
+
+    def _check_role_fields(self) -> None:
+        role = self.role.value
+        if self.cluster_id is not None:
+            _check(
+                self.role is BirdRole.ROUTE_REFLECTOR,
+                "cluster_id",
+                f"only a route-reflector has a cluster id, not a {role}",
+            )
+            _check(
+                isinstance(self.cluster_id, ipaddress.IPv4Address)
+                and not self.cluster_id.is_unspecified,
+                "cluster_id",
+                f"{self.cluster_id!r} is not a non-zero IPv4 address",
+            )
+        if self.role is BirdRole.ROUTE_REFLECTOR:
+            _check(
+                not self.accept_prefixes,
+                "accept_prefixes",
+                "a route-reflector reflects everything; filter on the nodes instead",
+            )
+        if self.role is BirdRole.TOR:
+            _check(
+                bool(self.accept_prefixes),
+                "accept_prefixes",
+                "a tor accepts only fabric prefixes from nodes; give at least one",
+            )
+        if self.role is BirdRole.NODE:
+            _check(
+                not self.ranges,
+                "ranges",
+                "a node dials its peers; dynamic ranges are for route-reflector and tor",
+            )
+        if self.kernel_learn_protocol is not None:
+            _check(
+                self.role is BirdRole.NODE,
+                "kernel_learn_protocol",
+                f"only a node learns routes from the kernel, not a {role}",
+            )
+            _check_int(self.kernel_learn_protocol, "kernel_learn_protocol", 1, 255)
+            _check(
+                self.kernel_learn_protocol not in _UNLEARNABLE_PROTOCOLS,
+                "kernel_learn_protocol",
+                f"{self.kernel_learn_protocol} "
+                f"({_UNLEARNABLE_PROTOCOLS.get(self.kernel_learn_protocol)}) "
+                "cannot mark workload routes BIRD learns",
+            )
+
+    def _check_peers(self) -> None:
+        _check(isinstance(self.peers, tuple), "peers", "must be a tuple of BirdPeer")
+        names: set[str] = set()
+        addresses: set[IPAddress] = set()
+        for i, peer in enumerate(self.peers):
+            _check(isinstance(peer, BirdPeer), f"peers[{i}]", f"{peer!r} is not a BirdPeer")
+            _check(peer.name not in names, f"peers[{i}]", f"duplicate peer name {peer.name!r}")
+            _check(
+                peer.address not in addresses,
+                f"peers[{i}]",
+                f"duplicate peer address {peer.address}",
+            )
+            names.add(peer.name)
+            addresses.add(peer.address)
+            self._check_rr_client(peer.rr_client, peer.asn, f"peer {peer.name!r}")
+
+    def _check_ranges(self) -> None:
+        _check(isinstance(self.ranges, tuple), "ranges", "must be a tuple of BirdRange")
+        seen: list[tuple[str, IPNetwork]] = []
+        for i, rng in enumerate(self.ranges):
+            _check(isinstance(rng, BirdRange), f"ranges[{i}]", f"{rng!r} is not a BirdRange")
+            name = range_name(rng, i)
+            for other_name, other in seen:
+                _check(other_name != name, f"ranges[{i}]", f"duplicate range name {name!r}")
+                # An incoming connection must match exactly one range.
+                _check(
+                    other.version != rng.cidr.version or not other.overlaps(rng.cidr),
+                    f"ranges[{i}]",
+                    f"{rng.cidr} overlaps range {other_name} ({other})",
+                )
+            seen.append((name, rng.cidr))
+            self._check_rr_client(rng.rr_client, rng.asn, f"range {name}")
+
+    def _check_rr_client(self, rr_client: bool, asn: int, where: str) -> None:
+        if not rr_client:
+            return
+        _check(
+            self.role is BirdRole.ROUTE_REFLECTOR,
+            f"{where}: rr_client",
+            f"only a route-reflector has clients, not a {self.role.value}",
+        )
+        _check(
+            asn == self.asn,
+            f"{where}: rr_client",
+            f"route reflection is iBGP: the client's asn {asn} must equal asn {self.asn}",
+        )
+
+    @property
+    def effective_kernel_export(self) -> bool:
+        if self.kernel_export is not None:
+            return self.kernel_export
+        return self.role is not BirdRole.ROUTE_REFLECTOR
+
+    @property
+    def effective_learn_protocol(self) -> int:
+        if self.kernel_learn_protocol is not None:
+            return self.kernel_learn_protocol
+        return RTPROT_L3FABRIC
+
+    @property
+    def effective_cluster_id(self) -> ipaddress.IPv4Address:
+        return self.cluster_id if self.cluster_id is not None else self.router_id
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BirdConfig:
+        """Build from plain data (YAML): the same field names as the
+        dataclasses, unknown keys rejected."""
+        _check(isinstance(data, Mapping), "config", "must be a mapping of field names")
+        values = _known_keys(data, cls, "config")
+        _check("role" in values, "role", "is required")
+        _check("router_id" in values, "router_id", "is required")
+        _check("asn" in values, "asn", "is required")
+        parsed: dict[str, Any] = dict(values)
+        parsed["role"] = parse_role(values["role"])
+        parsed["router_id"] = _parse_ipv4(values["router_id"], "router_id")
+        if values.get("cluster_id") is not None:
+            parsed["cluster_id"] = _parse_ipv4(values["cluster_id"], "cluster_id")
+        if values.get("ipv6_next_hop") is not None:
+            parsed["ipv6_next_hop"] = _parse_ip(values["ipv6_next_hop"], "ipv6_next_hop")
+        if values.get("log_file") is not None:
+            parsed["log_file"] = PurePosixPath(_as_str(values["log_file"], "log_file"))
+        parsed["peers"] = tuple(
+            _peer_from_dict(item, f"peers[{i}]")
+            for i, item in enumerate(_as_list(values.get("peers", []), "peers"))
+        )
+        parsed["ranges"] = tuple(
+            _range_from_dict(item, f"ranges[{i}]")
+            for i, item in enumerate(_as_list(values.get("ranges", []), "ranges"))
+        )
+        parsed["accept_prefixes"] = tuple(
+            parse_network(item, f"accept_prefixes[{i}]")
+            for i, item in enumerate(_as_list(values.get("accept_prefixes", []), "accept_prefixes"))
+        )
+        return cls(**parsed)
+
+
+def range_name(rng: BirdRange, index: int) -> str:
+    return rng.name if rng.name is not None else f"range{index + 1}"
+
+
+def parse_role(value: object) -> BirdRole:
+    try:
+        return BirdRole(value)
+    except ValueError:
+        choices = ", ".join(r.value for r in BirdRole)
+        raise ValueError(f"role: {value!r} is not one of {choices}") from None
+
+
+def parse_network(value: object, where: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(_as_str(value, where))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _parse_ip(value: object, where: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(_as_str(value, where))
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not an IP address") from None
+
+
+def _parse_ipv4(value: object, where: str) -> ipaddress.IPv4Address:
+    address = _parse_ip(value, where)
+    _check(isinstance(address, ipaddress.IPv4Address), where, f"{value!r} is not IPv4")
+    assert isinstance(address, ipaddress.IPv4Address)
+    return address
+
+
+def _as_str(value: object, where: str) -> str:
+    _check(isinstance(value, str), where, f"{value!r} must be a string")
+    assert isinstance(value, str)
+    return value
+
+
+def _as_list(value: object, where: str) -> Sequence[object]:
+    _check(isinstance(value, list), where, f"must be a list, not {type(value).__name__}")
+    assert isinstance(value, list)
+    return value
+
+
+def _known_keys(data: object, cls: type, where: str) -> dict[str, Any]:
+    _check(isinstance(data, Mapping), where, f"must be a mapping, not {type(data).__name__}")
+    assert isinstance(data, Mapping)
+    allowed = [f.name for f in fields(cls)]
+    for key in data:
+        _check(
+            key in allowed,
+            where,
+            f"unknown key {key!r} (allowed: {', '.join(allowed)})",
+        )
+    return dict(data)
+
+
+def _peer_from_dict(data: object, where: str) -> BirdPeer:
+    values = _known_keys(data, BirdPeer, where)
+    for key in ("name", "address", "asn"):
+        _check(key in values, f"{where}.{key}", "is required")
+    values["address"] = _parse_ip(values["address"], f"{where}.address")
+    return BirdPeer(**values)
+
+
+def _range_from_dict(data: object, where: str) -> BirdRange:
+    values = _known_keys(data, BirdRange, where)
+    for key in ("cidr", "asn"):
+        _check(key in values, f"{where}.{key}", "is required")
+    values["cidr"] = parse_network(values["cidr"], f"{where}.cidr")
+    return BirdRange(**values)
+
+
+# --- rendering -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What a template needs to write one `protocol bgp` block."""
+
+    protocol: str
+    asn: int
+    internal: bool  # iBGP: same AS as ours
+    families: tuple[str, ...]
+    import_filter: dict[str, str]  # family -> "all" or "filter <name>"
+    password: str | None
+    multihop: int | None
+    rr_client: bool
+    hold_time: int
+    keepalive: int
+    address: str | None = None  # static neighbour
+    cidr: str | None = None  # dynamic range
+    dynamic_name: str | None = None
+    passive: bool = False
+
+
+def templates_dir() -> Path:
+    """The bird-templates directory, installed (package data) or in the repo."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "_data" / "bird-templates", package.parent / "bird-templates")
+    for candidate in candidates:
+        if (candidate / "_macros.j2").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "BIRD templates not found in " + " or ".join(str(c) for c in candidates)
+    )
+
+
+def _families(address_version: int) -> tuple[str, ...]:
+    # An IPv4 session carries both families (IPv6 next hops are taken from
+    # the interface or ipv6_next_hop). IPv4 routes over an IPv6 session would
+    # need RFC 8950 extended next hops, which ExaBGP nodes do not negotiate.
+    return ("ipv4", "ipv6") if address_version == 4 else ("ipv6",)
+
+
+def _import_filter(cfg: BirdConfig, accept_all: bool) -> dict[str, str]:
+    filtered = bool(cfg.accept_prefixes) and not accept_all
+    return {family: f"filter fabric_{family}" if filtered else "all" for family in ("ipv4", "ipv6")}
+
+
+def _sessions(cfg: BirdConfig) -> list[_Session]:
+    sessions = []
+    for peer in cfg.peers:
+        sessions.append(
+            _Session(
+                protocol=f"peer_{peer.name}",
+                asn=peer.asn,
+                internal=peer.asn == cfg.asn,
+                families=_families(peer.address.version),
+                import_filter=_import_filter(cfg, peer.accept_all),
+                password=peer.password,
+                multihop=peer.multihop,
+                rr_client=peer.rr_client,
+                hold_time=peer.hold_time if peer.hold_time is not None else cfg.hold_time,
+                keepalive=peer.keepalive if peer.keepalive is not None else cfg.keepalive,
+                address=str(peer.address),
+                passive=peer.passive,
+            )
+        )
+    for i, rng in enumerate(cfg.ranges):
+        name = range_name(rng, i)
+        sessions.append(
+            _Session(
+                protocol=f"range_{name}",
+                asn=rng.asn,
+                internal=rng.asn == cfg.asn,
+                families=_families(rng.cidr.version),
+                import_filter=_import_filter(cfg, accept_all=False),
+                password=rng.password,
+                multihop=rng.multihop,
+                rr_client=rng.rr_client,
+                hold_time=cfg.hold_time,
+                keepalive=cfg.keepalive,
+                cidr=str(rng.cidr),
+                dynamic_name=f"dyn_{name}_",
+            )
+        )
+    return sessions
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(cfg: BirdConfig) -> str:
+    """The bird.conf text for cfg."""
+    # "+": the prefix and everything more specific (workload /32s in a pool).
+    prefixes = {
+        "ipv4": [f"{p}+" for p in cfg.accept_prefixes if p.version == 4],
+        "ipv6": [f"{p}+" for p in cfg.accept_prefixes if p.version == 6],
+    }
+    template = _environment().get_template(f"{cfg.role.value}.conf.j2")
+    text = template.render(
+        cfg=cfg,
+        role=cfg.role.value,
+        log_target=f'"{cfg.log_file}"' if cfg.log_file is not None else "stderr",
+        sessions=_sessions(cfg),
+        prefixes=prefixes,
+        kernel_export=cfg.effective_kernel_export,
+        learn_protocol=cfg.effective_learn_protocol,
+        cluster_id=str(cfg.effective_cluster_id),
+        workload_iface_glob=f"{HOST_IFACE_PREFIX}*",
+    )
+    return text.rstrip("\n") + "\n"
