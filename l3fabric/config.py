@@ -240,37 +240,26 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     root = _Section.of(errors, "", data)
     node = _parse_node(root.section("node", required=True))
     pools = _parse_pools(root, node)
-    ipam = root.section("ipam")
-    ipam_config = IpamConfig(ipam.value("strict_affinity", _bool, False))
+    ipam_section = root.section("ipam")
+    ipam = IpamConfig(ipam_section.value("strict_affinity", _bool, False))
     state_dir = root.value("state_dir", _absolute_path, DEFAULT_STATE_DIR)
     datastore = _parse_datastore(root.section("datastore"), state_dir)
-    metrics = root.section("metrics")
-    host, port = metrics.value("listen", _listen, ("127.0.0.1", 9641))
-    metrics_config = MetricsConfig(host, port, metrics.value("enabled", _bool, True))
-    reconcile = root.section("reconcile")
-    reconcile_config = ReconcileConfig(reconcile.value("interval", _interval, 30.0))
+    metrics_section = root.section("metrics")
+    host, port = metrics_section.value("listen", _listen, ("127.0.0.1", 9641))
+    metrics = MetricsConfig(host, port, metrics_section.value("enabled", _bool, True))
+    reconcile_section = root.section("reconcile")
+    reconcile = ReconcileConfig(reconcile_section.value("interval", _interval, 30.0))
     bgp = _parse_bgp(root.section("bgp"), node)
-    log = root.section("log")
-    log_config = LogConfig(
-        log.value("level", _choice("debug", "info", "warning", "error"), "info"),
-        log.value("format", _choice("json", "text"), "json"),
+    log_section = root.section("log")
+    log = LogConfig(
+        log_section.value("level", _choice("debug", "info", "warning", "error"), "info"),
+        log_section.value("format", _choice("json", "text"), "json"),
     )
-    for section in (ipam, metrics, reconcile, log, root):
+    for section in (ipam_section, metrics_section, reconcile_section, log_section, root):
         section.close()
     if errors.messages:
         raise ConfigError(errors.messages)
-    return Config(
-        source,
-        node,
-        pools,
-        ipam_config,
-        state_dir,
-        datastore,
-        metrics_config,
-        reconcile_config,
-        bgp,
-        log_config,
-    )
+    return Config(source, node, pools, ipam, state_dir, datastore, metrics, reconcile, bgp, log)
 
 
 # --- the reader ----------------------------------------------------------------
@@ -419,30 +408,22 @@ def _bool(raw: object) -> bool:
     return raw
 
 
-def _int(lo: int, hi: int) -> Callable[[object], int]:
+def _int(lo: int, hi: int, refused: Mapping[int, str] | None = None) -> Callable[[object], int]:
     def convert(raw: object) -> int:
         # bool is an int in Python, but `asn: true` is a mistake, not 1.
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise _Invalid(f"expected an integer, got {_describe(raw)}")
         if not lo <= raw <= hi:
             raise _Invalid(f"{raw} is out of range {lo}..{hi}")
+        if refused and raw in refused:
+            raise _Invalid(f"{raw} is not allowed: {refused[raw]}")
         return raw
 
     return convert
 
 
-def _asn(raw: object) -> int:
-    asn = _int(1, ASN_MAX)(raw)
-    if asn == AS_TRANS:
-        raise _Invalid(f"{AS_TRANS} is AS_TRANS (RFC 6793) and cannot be a real AS number")
-    return asn
-
-
-def _hold_time(raw: object) -> int:
-    hold = _int(0, 65535)(raw)
-    if hold in (1, 2):
-        raise _Invalid(f"{hold} is not allowed: hold_time must be 0 or 3..65535 (RFC 4271)")
-    return hold
+_asn = _int(1, ASN_MAX, {AS_TRANS: "it is AS_TRANS (RFC 6793), not a real AS number"})
+_hold_time = _int(0, 65535, dict.fromkeys((1, 2), "hold_time must be 0 or 3..65535 (RFC 4271)"))
 
 
 def _interval(raw: object) -> float:
@@ -566,28 +547,21 @@ def _command(raw: object) -> str:
 
 def _listen(raw: object) -> tuple[str, int]:
     text = _str(raw)
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise _Invalid(f"{text} is not of the form [IPV6]:PORT") from None
-    else:
-        host, _, port = text.rpartition(":")
-        if ":" in host:
-            raise _Invalid(f"{text}: IPv6 hosts go in brackets, e.g. [::1]:9641")
-        if not _HOSTNAME_RE.match(host) or (host.replace(".", "").isdigit() and not _v4(host)):
-            raise _Invalid(f"{text} is not of the form HOST:PORT")
+    host, _, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if ":" in host and not bracketed:
+        raise _Invalid(f"{text}: IPv6 hosts go in brackets, e.g. [::1]:9641")
+    try:
+        if bracketed or host.replace(".", "").isdigit():
+            ipaddress.ip_address(host)
+        elif not _HOSTNAME_RE.match(host):
+            raise ValueError(host)
+    except ValueError:
+        raise _Invalid(f"{text} is not of the form HOST:PORT or [IPV6]:PORT") from None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise _Invalid(f"{text}: port must be 1..65535")
     return host, int(port)
-
-
-def _v4(text: str) -> bool:
-    try:
-        return bool(ipaddress.IPv4Address(text))
-    except ValueError:
-        return False
 
 
 def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
