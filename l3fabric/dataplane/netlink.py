@@ -119,7 +119,7 @@ class NetlinkDataplane:
                 raise DataplaneError(
                     f"attach {workload.name} ({host}): {os.strerror(exc.code)}"
                 ) from exc
-            except OSError as exc:
+            except (DataplaneError, OSError) as exc:
                 raise DataplaneError(f"attach {workload.name} ({host}): {exc}") from exc
         log.info("attached %s as %s", workload.name, host)
 
@@ -153,16 +153,19 @@ class NetlinkDataplane:
                 peer_index = _workload_iface(ipr, wipr, host_index)
                 if peer_index is None:
                     raise DataplaneError(f"{WORKLOAD_IFACE} of {host} vanished from {path}")
-                wipr.link("set", index=peer_index, state="up")
-                wipr.link("set", index=_lo_index(wipr), state="up")
-                ipr.link("set", index=host_index, state="up")
+                with _step(f"bring up {host} and its {WORKLOAD_IFACE}"):
+                    wipr.link("set", index=peer_index, state="up")
+                    wipr.link("set", index=_lo_index(wipr), state="up")
+                    ipr.link("set", index=host_index, state="up")
                 _sync_addresses(wipr, peer_index, workload.addresses)
                 if any(addr.version == 4 for addr in workload.addresses):
-                    _gateway_v4(wipr, peer_index, mac)
+                    with _step(f"IPv4 gateway {GATEWAY_V4} in {path}"):
+                        _gateway_v4(wipr, peer_index, mac)
                 need_v6 = any(addr.version == 6 for addr in workload.addresses)
                 gateway = self._wait_ready(ipr, wipr, host_index, peer_index, host, need_v6)
                 if gateway is not None:
-                    _gateway_v6(wipr, peer_index, mac, gateway)
+                    with _step(f"IPv6 gateway {gateway} in {path}"):
+                        _gateway_v6(wipr, peer_index, mac, gateway)
                 self._host_routes(workload, host_index)
             except BaseException:
                 if created:
@@ -187,7 +190,8 @@ class NetlinkDataplane:
         temp = _TEMP_PREFIX + secrets.token_hex(4)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link("add", ifname=host, kind="veth", peer={"ifname": temp, "net_ns_fd": fd})
+            with _step(f"create veth {host} with its peer in {path}"):
+                ipr.link("add", ifname=host, kind="veth", peer={"ifname": temp, "net_ns_fd": fd})
         finally:
             os.close(fd)
         index = self._link_index(host)
@@ -195,7 +199,8 @@ class NetlinkDataplane:
             raise DataplaneError(f"{host} disappeared right after it was created")
         try:
             (peer,) = wipr.link_lookup(ifname=temp)
-            wipr.link("set", index=peer, ifname=WORKLOAD_IFACE)
+            with _step(f"rename {temp} to {WORKLOAD_IFACE} in {path}"):
+                wipr.link("set", index=peer, ifname=WORKLOAD_IFACE)
         except BaseException:
             self._remove_half_made(ipr, index, host)
             raise
@@ -262,6 +267,15 @@ class NetlinkDataplane:
 
 
 @contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Name the step in the error: "add fd00::1/128 to eth0: Permission denied"."""
+    try:
+        yield
+    except NetlinkError as exc:
+        raise DataplaneError(f"{what}: {os.strerror(exc.code)}") from exc
+
+
+@contextmanager
 def _ipr_in(path: str) -> Iterator[IPRoute]:
     sock = netlink_socket_in(path)
     ipr = IPRoute(fileno=sock.detach(), groups=0)
@@ -314,22 +328,25 @@ def _sync_addresses(wipr: IPRoute, index: int, addresses: Sequence[IPAddress]) -
     wanted = {host_prefix(addr) for addr in addresses}
     present: set[IPNetwork] = set()
     for msg in wipr.addr("dump", index=index):
-        prefix = ipaddress.ip_network((msg.get("address"), msg["prefixlen"]), strict=False)
+        address, length = msg.get("address"), msg["prefixlen"]
+        prefix = ipaddress.ip_network((address, length), strict=False)
         if prefix.version == 6 and prefix.network_address in _LINK_LOCAL_V6:
             continue
         if prefix in wanted:
             present.add(prefix)
         else:
-            wipr.addr("del", index=index, address=msg.get("address"), prefixlen=msg["prefixlen"])
+            with _step(f"remove stale {address}/{length} from {WORKLOAD_IFACE}"):
+                wipr.addr("del", index=index, address=address, prefixlen=length)
     for prefix in sorted(wanted - present, key=str):
         flags = IFA_F_NODAD if prefix.version == 6 else 0
-        wipr.addr(
-            "add",
-            index=index,
-            address=str(prefix.network_address),
-            prefixlen=prefix.prefixlen,
-            flags=flags,
-        )
+        with _step(f"add {prefix} to {WORKLOAD_IFACE}"):
+            wipr.addr(
+                "add",
+                index=index,
+                address=str(prefix.network_address),
+                prefixlen=prefix.prefixlen,
+                flags=flags,
+            )
 
 
 def _gateway_v4(wipr: IPRoute, index: int, mac: str) -> None:
