@@ -181,8 +181,8 @@ class Config:
 
 def restart_required(old: Config, new: Config) -> tuple[str, ...]:
     """Key paths whose change a reload cannot apply: the node's identity is in
-    datastore records and BGP sessions, and the state directory and datastore
-    are opened once at start."""
+    datastore records and BGP sessions, and the state directory, datastore and
+    metrics listener are opened once at start."""
     checks: tuple[tuple[str, object, object], ...] = (
         ("node.name", old.node.name, new.node.name),
         ("node.asn", old.node.asn, new.node.asn),
@@ -191,6 +191,7 @@ def restart_required(old: Config, new: Config) -> tuple[str, ...]:
         ("node.router_id", old.node.router_id, new.node.router_id),
         ("state_dir", old.state_dir, new.state_dir),
         ("datastore", old.datastore, new.datastore),
+        ("metrics", old.metrics, new.metrics),
     )
     return tuple(path for path, before, after in checks if before != after)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from l3fabric.config import (
     restart_required,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "node.yaml"
+DOCS = ROOT / "docs" / "configuration.md"
 SOURCE = "node.yaml"
 
 BASE: dict[str, object] = {
@@ -245,6 +248,16 @@ def test_example_file_parses(tmp_path: Path) -> None:
     assert all(isinstance(p, PeerConfig) and p.role == "external" for p in config.bgp.peers)
 
 
+def test_yaml_examples_in_docs_parse() -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    full, reflectors = (yaml.safe_load(block) for block in blocks)
+    config = parse_config(full, str(DOCS))
+    assert config.datastore.endpoints == ("http://198.18.0.100:2379",)
+    assert config.metrics.listen_host == "::1"
+    config = parse_config({**BASE, **reflectors}, str(DOCS))
+    assert [peer.role for peer in config.bgp.peers] == ["route-reflector"] * 2
+
+
 def test_defaults() -> None:
     config = parse_config(BASE, SOURCE)
     assert config.source == SOURCE
@@ -442,6 +455,8 @@ def test_restart_required_lists_identity_changes() -> None:
     assert restart_required(old, same) == ()
     moved = parse_config(config_with(node__asn=64513, node__addresses__ipv4="198.18.0.2"))
     assert restart_required(old, moved) == ("node.asn", "node.addresses.ipv4", "node.router_id")
+    relocated = parse_config(config_with(state_dir="/srv/l3f", metrics__listen="0.0.0.0:9641"))
+    assert restart_required(old, relocated) == ("state_dir", "datastore", "metrics")
 
 
 @given(st.text(max_size=100))
