@@ -12,7 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from l3fabric.model import IPAddress, IPNetwork, valid_name
 T = TypeVar("T")
 D = TypeVar("D")
 A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+H = TypeVar("H", bound=Hashable)
 
 MAX_NAME_LEN = 63
 ASN_MAX = 4_294_967_294  # 4294967295 is reserved (RFC 7300)
@@ -569,6 +570,17 @@ def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
     return a.version == b.version and a.overlaps(b)
 
 
+def _unique(errors: _Errors, entries: Iterable[tuple[str, str, H]]) -> tuple[H, ...]:
+    """The distinct values of (error path, where, value) entries; a repeat is
+    reported at its own path, naming where the value was first seen."""
+    seen: dict[H, str] = {}
+    for path, where, value in entries:
+        if value in seen:
+            errors.add(path, f"{value} is also {seen[value]}")
+        seen.setdefault(value, where)
+    return tuple(seen)
+
+
 # --- sections ------------------------------------------------------------------
 
 
@@ -634,12 +646,8 @@ def _parse_datastore(section: _Section, state_dir: Path) -> DatastoreConfig:
         section.fail("path", "not used by datastore.type etcd; remove it")
     if not endpoints and section.errors.clean(section.at("endpoints")):
         section.fail("endpoints", "at least one http://HOST:PORT is required for etcd")
-    seen: dict[str, str] = {}
-    for item_path, endpoint in endpoints:
-        if endpoint in seen:
-            section.errors.add(item_path, f"{endpoint} is also {seen[endpoint]}")
-        seen.setdefault(endpoint, item_path)
-    return DatastoreConfig(kind, None, tuple(seen), prefix)
+    unique = _unique(section.errors, ((path, path, url) for path, url in endpoints))
+    return DatastoreConfig(kind, None, unique, prefix)
 
 
 def _check_timers(section: _Section, key: str, hold: tuple[int, str], ka: tuple[int, str]) -> None:
@@ -660,16 +668,16 @@ def _parse_bgp(section: _Section, node: NodeConfig) -> BgpConfig:
     hold_time = section.value("hold_time", _hold_time, 90)
     keepalive = section.value("keepalive", _int(0, 65535), 30)
     connect_retry = section.value("connect_retry", _int(1, 65535), 5)
+    timers = (hold_time, section.at("hold_time")), (keepalive, section.at("keepalive"))
     if section.ok("hold_time", "keepalive"):
-        hold = (hold_time, section.at("hold_time"))
-        _check_timers(section, "keepalive", hold, (keepalive, section.at("keepalive")))
+        _check_timers(section, "keepalive", *timers)
     restart = section.section("graceful_restart")
     graceful_restart = GracefulRestartConfig(
         restart.value("enabled", _bool, True),
         # The restart time is a 12-bit field of the capability (RFC 4724).
         restart.value("restart_time", _int(1, 4095), 120),
     )
-    peers = _parse_peers(section, node, hold_time, keepalive)
+    peers = _parse_peers(section, node, *timers)
     reflector = next((path for path, peer in peers if peer.role == "route-reflector"), None)
     if mesh and reflector is not None:
         section.fail("mesh", f"must be false when route reflectors are configured ({reflector})")
@@ -694,29 +702,20 @@ def _parse_bgp(section: _Section, node: NodeConfig) -> BgpConfig:
 
 
 def _parse_peers(
-    bgp: _Section, node: NodeConfig, hold_time: int, keepalive: int
+    bgp: _Section, node: NodeConfig, hold: tuple[int, str], keepalive: tuple[int, str]
 ) -> list[tuple[str, PeerConfig]]:
     peers: list[tuple[str, PeerConfig]] = []
-    names: dict[str, str] = {}
     for path, raw in bgp.items("peers"):
-        section = _Section.of(bgp.errors, path, raw)
-        peer = _parse_peer(section, node, hold_time, keepalive)
-        if peer is None:
-            continue
-        same = next(
-            (other_path for other_path, other in peers if other.address == peer.address), None
-        )
-        if same is not None:
-            section.fail("address", f"{peer.address} is also {same}")
-        if peer.name in names and section.ok("name"):
-            section.fail("name", f"{peer.name} is also the name of {names[peer.name]}")
-        names.setdefault(peer.name, path)
-        peers.append((path, peer))
+        peer = _parse_peer(_Section.of(bgp.errors, path, raw), node, hold, keepalive)
+        if peer is not None:
+            peers.append((path, peer))
+    _unique(bgp.errors, ((f"{path}.address", path, peer.address) for path, peer in peers))
+    _unique(bgp.errors, ((f"{path}.name", f"the name of {path}", p.name) for path, p in peers))
     return peers
 
 
 def _parse_peer(
-    section: _Section, node: NodeConfig, bgp_hold_time: int, bgp_keepalive: int
+    section: _Section, node: NodeConfig, bgp_hold: tuple[int, str], bgp_keepalive: tuple[int, str]
 ) -> PeerConfig | None:
     address = section.value("address", _unicast, None, required=True)
     asn = section.value("asn", _asn, None, required=True)
@@ -725,52 +724,33 @@ def _parse_peer(
     password = section.value("password", _password, None)
     multihop = section.value("multihop", _int(1, 255), None)
     passive = section.value("passive", _bool, False)
-    local_address = section.value("local_address", _unicast, None)
+    local = section.value("local_address", _unicast, None)
     hold_time = section.value("hold_time", _hold_time, None)
     keepalive = section.value("keepalive", _int(0, 65535), None)
-    graceful_restart = section.value("graceful_restart", _bool, None)
+    graceful = section.value("graceful_restart", _bool, None)
     section.close()
     if section.ok("hold_time", "keepalive") and (hold_time, keepalive) != (None, None):
-        _check_timers(
-            section,
-            "hold_time" if keepalive is None else "keepalive",
-            (bgp_hold_time, "bgp.hold_time")
-            if hold_time is None
-            else (hold_time, section.at("hold_time")),
-            (bgp_keepalive, "bgp.keepalive")
-            if keepalive is None
-            else (keepalive, section.at("keepalive")),
-        )
+        hold = bgp_hold if hold_time is None else (hold_time, section.at("hold_time"))
+        alive = bgp_keepalive if keepalive is None else (keepalive, section.at("keepalive"))
+        _check_timers(section, "hold_time" if keepalive is None else "keepalive", hold, alive)
     if address is None or asn is None or role is None:
         return None
     own = node.ipv4 if address.version == 4 else node.ipv6
     if address == own:
         section.fail("address", f"{address} is this node's own address")
-    if local_address is not None and local_address.version != address.version:
-        section.fail("local_address", f"{local_address} is not the same IP version as {address}")
-    elif own is None and local_address is None and section.errors.ok("node"):
+    if local is not None and local.version != address.version:
+        section.fail("local_address", f"{local} is not the same IP version as {address}")
+    elif own is None and local is None and section.errors.ok("node"):
         needs = f"node.addresses.ipv{address.version} or a local_address"
         section.fail("address", f"an IPv{address.version} peer needs {needs}")
     if section.errors.ok("node.asn") and role == "external" and asn == node.asn:
         section.fail("asn", f"{asn} equals node.asn; use role route-reflector or mesh for iBGP")
     elif section.errors.ok("node.asn") and role == "route-reflector" and asn != node.asn:
-        section.fail(
-            "asn",
-            f"{asn} differs from node.asn {node.asn}; a route reflector is in the node's own "
-            "AS (use role external for eBGP)",
-        )
+        own_as = "a route reflector is in the node's own AS (use role external for eBGP)"
+        section.fail("asn", f"{asn} differs from node.asn {node.asn}; {own_as}")
+    name = name or _peer_name(address)
     return PeerConfig(
-        address,
-        asn,
-        role,
-        name or _peer_name(address),
-        password,
-        multihop,
-        passive,
-        local_address,
-        hold_time,
-        keepalive,
-        graceful_restart,
+        address, asn, role, name, password, multihop, passive, local, hold_time, keepalive, graceful
     )
 
 
@@ -788,9 +768,5 @@ def _parse_import_policy(section: _Section) -> ImportPolicyConfig:
     prefixes = section.values("allowed_prefixes", _network)
     max_prefixes = section.value("max_prefixes", _int(1, 10_000_000), 10000)
     section.close()
-    seen: dict[IPNetwork, str] = {}
-    for path, prefix in prefixes:
-        if prefix in seen:
-            section.errors.add(path, f"{prefix} is also {seen[prefix]}")
-        seen.setdefault(prefix, path)
-    return ImportPolicyConfig(allow_default, allow_outside_pools, tuple(seen), max_prefixes)
+    unique = _unique(section.errors, ((path, path, prefix) for path, prefix in prefixes))
+    return ImportPolicyConfig(allow_default, allow_outside_pools, unique, max_prefixes)
