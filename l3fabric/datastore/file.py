@@ -178,6 +178,7 @@ class FileDatastore:
         self._mutex = threading.Lock()
         self._lock_fd: int | None = None
         self._rev_fd: int | None = None
+        self._journal_writer: tuple[int | None, int] = (None, 0)  # fd, generation
         self._closed = False
         self._tmp_serial = 0
         # (generation, revision, journal offset just past it) where the last
@@ -265,10 +266,11 @@ class FileDatastore:
     def close(self) -> None:
         with self._mutex:
             self._closed = True
-            for fd in (self._rev_fd, self._lock_fd):
+            for fd in (self._rev_fd, self._lock_fd, self._journal_writer[0]):
                 if fd is not None:
                     os.close(fd)
             self._rev_fd = self._lock_fd = None
+            self._journal_writer = (None, 0)
 
     # -- internals: setup and locking ---------------------------------------
 
@@ -384,13 +386,10 @@ class FileDatastore:
 
     def _commit(self, head: _Head, kind: int, key: str, value: bytes) -> _Head:
         record = _encode_record(head.revision + 1, kind, key, value)
-        fd = os.open(self._journal, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            if os.pwrite(fd, record, head.journal_end) != len(record):
-                raise DatastoreError(f"short write to {self._journal} (file system full?)")
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        fd = self._journal_fd(head.generation)
+        if os.pwrite(fd, record, head.journal_end) != len(record):
+            raise DatastoreError(f"short write to {self._journal} (file system full?)")
+        os.fdatasync(fd)
         self._apply(kind, key, value, head.revision + 1, replay=False)
         committed = _Head(
             head.revision + 1, head.journal_end + len(record), head.generation, head.base
@@ -400,6 +399,18 @@ class FileDatastore:
         if committed.revision - committed.base > self._journal_limit:
             committed = self._compact(committed)
         return committed
+
+    def _journal_fd(self, generation: int) -> int:
+        """The journal open for writing, reopened after compaction replaced it."""
+        fd, open_generation = self._journal_writer
+        if fd is not None and open_generation == generation:
+            return fd
+        if fd is not None:
+            os.close(fd)
+        self._journal_writer = (None, 0)
+        fd = os.open(self._journal, os.O_WRONLY | os.O_CLOEXEC)
+        self._journal_writer = (fd, generation)
+        return fd
 
     def _apply(self, kind: int, key: str, value: bytes, revision: int, *, replay: bool) -> None:
         path = self._keys / encode_key(key)
