@@ -12,10 +12,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import jinja2
 
@@ -103,6 +101,21 @@ def _check_timers(hold: object, keepalive: object, where: str) -> None:
         )
 
 
+def _check_ipv6_next_hop(next_hop: object, session_version: int, where: str) -> None:
+    # On an IPv4 session BIRD takes the IPv6 next hop from the interface
+    # facing the peer; a multihop session has no such interface.
+    if next_hop is None:
+        return
+    _check(
+        isinstance(next_hop, ipaddress.IPv6Address)
+        and not next_hop.is_link_local
+        and not next_hop.is_unspecified,
+        where,
+        f"{next_hop!r} must be a global IPv6 address",
+    )
+    _check(session_version == 4, where, "only IPv4 sessions need an IPv6 next hop address")
+
+
 @dataclass(frozen=True)
 class BirdPeer:
     """A statically configured BGP neighbour."""
@@ -119,6 +132,7 @@ class BirdPeer:
     accept_all: bool = False
     hold_time: int | None = None
     keepalive: int | None = None
+    ipv6_next_hop: ipaddress.IPv6Address | None = None  # for IPv6 routes on an IPv4 session
 
     def __post_init__(self) -> None:
         where = f"peer {self.name!r}"
@@ -140,6 +154,7 @@ class BirdPeer:
         for flag in ("rr_client", "passive", "accept_all"):
             _check_bool(getattr(self, flag), f"{where}: {flag}")
         _check_timers(self.hold_time, self.keepalive, f"{where}: ")
+        _check_ipv6_next_hop(self.ipv6_next_hop, self.address.version, f"{where}: ipv6_next_hop")
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,7 @@ class BirdRange:
     password: str | None = None
     multihop: int | None = None
     name: str | None = None  # None: "range<N>", N counting ranges from 1
+    ipv6_next_hop: ipaddress.IPv6Address | None = None  # for IPv6 routes on IPv4 sessions
 
     def __post_init__(self) -> None:
         where = f"range {self.name or self.cidr}"
@@ -169,6 +185,7 @@ class BirdRange:
         _check_password(self.password, f"{where}: password")
         if self.multihop is not None:
             _check_int(self.multihop, f"{where}: multihop", 1, 255)
+        _check_ipv6_next_hop(self.ipv6_next_hop, self.cidr.version, f"{where}: ipv6_next_hop")
 
 
 @dataclass(frozen=True)
@@ -193,7 +210,6 @@ class BirdConfig:
     kernel_learn_protocol: int | None = None  # node only; None: RTPROT_L3FABRIC
     kernel_metric: int | None = None  # None: BIRD's default (32)
     scan_time: int = 2
-    ipv6_next_hop: ipaddress.IPv6Address | None = None
     log_file: PurePosixPath | None = None  # None: log to stderr
 
     def __post_init__(self) -> None:
@@ -223,14 +239,6 @@ class BirdConfig:
         if self.kernel_metric is not None:
             _check_int(self.kernel_metric, "kernel_metric", 0, 2**32 - 1)
         _check_int(self.scan_time, "scan_time", 1, 3600)
-        if self.ipv6_next_hop is not None:
-            _check(
-                isinstance(self.ipv6_next_hop, ipaddress.IPv6Address)
-                and not self.ipv6_next_hop.is_link_local
-                and not self.ipv6_next_hop.is_unspecified,
-                "ipv6_next_hop",
-                f"{self.ipv6_next_hop!r} must be a global IPv6 address",
-            )
         if self.log_file is not None:
             text = str(self.log_file)
             _check(
@@ -352,111 +360,9 @@ class BirdConfig:
     def effective_cluster_id(self) -> ipaddress.IPv4Address:
         return self.cluster_id if self.cluster_id is not None else self.router_id
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BirdConfig:
-        """Build from plain data (YAML): the same field names as the
-        dataclasses, unknown keys rejected."""
-        _check(isinstance(data, Mapping), "config", "must be a mapping of field names")
-        values = _known_keys(data, cls, "config")
-        _check("role" in values, "role", "is required")
-        _check("router_id" in values, "router_id", "is required")
-        _check("asn" in values, "asn", "is required")
-        parsed: dict[str, Any] = dict(values)
-        parsed["role"] = parse_role(values["role"])
-        parsed["router_id"] = _parse_ipv4(values["router_id"], "router_id")
-        if values.get("cluster_id") is not None:
-            parsed["cluster_id"] = _parse_ipv4(values["cluster_id"], "cluster_id")
-        if values.get("ipv6_next_hop") is not None:
-            parsed["ipv6_next_hop"] = _parse_ip(values["ipv6_next_hop"], "ipv6_next_hop")
-        if values.get("log_file") is not None:
-            parsed["log_file"] = PurePosixPath(_as_str(values["log_file"], "log_file"))
-        parsed["peers"] = tuple(
-            _peer_from_dict(item, f"peers[{i}]")
-            for i, item in enumerate(_as_list(values.get("peers", []), "peers"))
-        )
-        parsed["ranges"] = tuple(
-            _range_from_dict(item, f"ranges[{i}]")
-            for i, item in enumerate(_as_list(values.get("ranges", []), "ranges"))
-        )
-        parsed["accept_prefixes"] = tuple(
-            parse_network(item, f"accept_prefixes[{i}]")
-            for i, item in enumerate(_as_list(values.get("accept_prefixes", []), "accept_prefixes"))
-        )
-        return cls(**parsed)
-
 
 def range_name(rng: BirdRange, index: int) -> str:
     return rng.name if rng.name is not None else f"range{index + 1}"
-
-
-def parse_role(value: object) -> BirdRole:
-    try:
-        return BirdRole(value)
-    except ValueError:
-        choices = ", ".join(r.value for r in BirdRole)
-        raise ValueError(f"role: {value!r} is not one of {choices}") from None
-
-
-def parse_network(value: object, where: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(_as_str(value, where))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-def _parse_ip(value: object, where: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(_as_str(value, where))
-    except ValueError:
-        raise ValueError(f"{where}: {value!r} is not an IP address") from None
-
-
-def _parse_ipv4(value: object, where: str) -> ipaddress.IPv4Address:
-    address = _parse_ip(value, where)
-    _check(isinstance(address, ipaddress.IPv4Address), where, f"{value!r} is not IPv4")
-    assert isinstance(address, ipaddress.IPv4Address)
-    return address
-
-
-def _as_str(value: object, where: str) -> str:
-    _check(isinstance(value, str), where, f"{value!r} must be a string")
-    assert isinstance(value, str)
-    return value
-
-
-def _as_list(value: object, where: str) -> Sequence[object]:
-    _check(isinstance(value, list), where, f"must be a list, not {type(value).__name__}")
-    assert isinstance(value, list)
-    return value
-
-
-def _known_keys(data: object, cls: type, where: str) -> dict[str, Any]:
-    _check(isinstance(data, Mapping), where, f"must be a mapping, not {type(data).__name__}")
-    assert isinstance(data, Mapping)
-    allowed = [f.name for f in fields(cls)]
-    for key in data:
-        _check(
-            key in allowed,
-            where,
-            f"unknown key {key!r} (allowed: {', '.join(allowed)})",
-        )
-    return dict(data)
-
-
-def _peer_from_dict(data: object, where: str) -> BirdPeer:
-    values = _known_keys(data, BirdPeer, where)
-    for key in ("name", "address", "asn"):
-        _check(key in values, f"{where}.{key}", "is required")
-    values["address"] = _parse_ip(values["address"], f"{where}.address")
-    return BirdPeer(**values)
-
-
-def _range_from_dict(data: object, where: str) -> BirdRange:
-    values = _known_keys(data, BirdRange, where)
-    for key in ("cidr", "asn"):
-        _check(key in values, f"{where}.{key}", "is required")
-    values["cidr"] = parse_network(values["cidr"], f"{where}.cidr")
-    return BirdRange(**values)
 
 
 # --- rendering -------------------------------------------------------------
@@ -480,6 +386,7 @@ class _Session:
     cidr: str | None = None  # dynamic range
     dynamic_name: str | None = None
     passive: bool = False
+    ipv6_next_hop: str | None = None
 
 
 def templates_dir() -> Path:
@@ -496,7 +403,7 @@ def templates_dir() -> Path:
 
 def _families(address_version: int) -> tuple[str, ...]:
     # An IPv4 session carries both families (IPv6 next hops are taken from
-    # the interface or ipv6_next_hop). IPv4 routes over an IPv6 session would
+    # the interface or the session's ipv6_next_hop). IPv4 routes over an IPv6 session would
     # need RFC 8950 extended next hops, which ExaBGP nodes do not negotiate.
     return ("ipv4", "ipv6") if address_version == 4 else ("ipv6",)
 
@@ -523,6 +430,7 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 keepalive=peer.keepalive if peer.keepalive is not None else cfg.keepalive,
                 address=str(peer.address),
                 passive=peer.passive,
+                ipv6_next_hop=_optional_str(peer.ipv6_next_hop),
             )
         )
     for i, rng in enumerate(cfg.ranges):
@@ -541,9 +449,14 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 keepalive=cfg.keepalive,
                 cidr=str(rng.cidr),
                 dynamic_name=f"dyn_{name}_",
+                ipv6_next_hop=_optional_str(rng.ipv6_next_hop),
             )
         )
     return sessions
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _environment() -> jinja2.Environment:

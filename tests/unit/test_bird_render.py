@@ -1,0 +1,570 @@
+"""BIRD configuration rendering: goldens, `bird -p` on every rendered file,
+validation of bad input, and the `l3fabric bird render` command.
+
+Regenerate the goldens after an intended template change with
+    UPDATE_GOLDENS=1 /work/venv/bin/pytest tests/unit/test_bird_render.py
+and review the diff of tests/unit/fixtures/bird/ before committing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import shutil
+import string
+import subprocess
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from l3fabric.bgp.bird import (
+    BirdConfig,
+    BirdPeer,
+    BirdRange,
+    BirdRole,
+    render,
+    templates_dir,
+)
+from l3fabric.cli_bird import config_from_data, main, parse_peer, parse_range
+
+GOLDENS = Path(__file__).parent / "fixtures" / "bird"
+BIRD = shutil.which("bird")
+needs_bird = pytest.mark.skipif(BIRD is None, reason="the bird binary (Debian bird2) is missing")
+
+v4 = ipaddress.IPv4Address
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+POOLS = (net("100.64.0.0/16"), net("fd00:64::/48"))
+
+
+def bird_parse(text: str, tmp_path: Path) -> None:
+    """`bird -p` parses the file and exits; it fails on anything it would
+    refuse at startup."""
+    assert BIRD is not None
+    conf = tmp_path / "bird.conf"
+    conf.write_text(text)
+    proc = subprocess.run([BIRD, "-p", "-c", str(conf)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"bird -p failed:\n{proc.stderr}\n--- config ---\n{text}"
+
+
+# --- representative configurations ------------------------------------------
+
+CONFIGS: dict[str, BirdConfig] = {
+    "route_reflector": BirdConfig(
+        role=BirdRole.ROUTE_REFLECTOR,
+        router_id=v4("198.18.0.250"),
+        asn=64512,
+        cluster_id=v4("198.18.0.254"),
+        peers=(
+            BirdPeer("rr2", ip("198.18.0.251"), 64512, password="between reflectors"),
+            BirdPeer("rr3_v6", ip("fd00:18::252"), 64512, multihop=4),
+        ),
+        ranges=(
+            BirdRange(net("198.18.0.0/24"), 64512, rr_client=True, password="n0des!", name="rack1"),
+            BirdRange(net("198.18.8.0/22"), 64512, rr_client=True, multihop=3),
+            BirdRange(net("fd00:18::/64"), 64512, rr_client=True, name="rack1_v6"),
+        ),
+        hold_time=9,
+        keepalive=3,
+        log_file=PurePosixPath("/var/log/l3fabric/rr.log"),
+    ),
+    "route_reflector_on_path": BirdConfig(
+        role=BirdRole.ROUTE_REFLECTOR,
+        router_id=v4("198.18.0.250"),
+        asn=64512,
+        ranges=(BirdRange(net("198.18.0.0/24"), 64512, rr_client=True),),
+        kernel_export=True,
+        graceful_restart=False,
+    ),
+    "tor_leaf": BirdConfig(
+        role=BirdRole.TOR,
+        router_id=v4("198.18.1.254"),
+        asn=65001,
+        peers=(
+            BirdPeer("spine1", ip("198.18.2.1"), 65000, password="leaf-spine", accept_all=True),
+            BirdPeer("spine2", ip("198.18.2.3"), 65000, password="leaf-spine", accept_all=True),
+            BirdPeer("leaf1b", ip("198.18.1.253"), 65001, hold_time=30, keepalive=10),
+        ),
+        ranges=(
+            BirdRange(
+                net("198.18.1.0/24"),
+                65101,
+                name="rack1",
+                ipv6_next_hop=ipaddress.IPv6Address("fd00:18:1::254"),
+            ),
+        ),
+        accept_prefixes=(*POOLS, net("198.18.0.0/15")),
+    ),
+    "tor_spine": BirdConfig(
+        role=BirdRole.TOR,
+        router_id=v4("198.18.2.1"),
+        asn=65000,
+        peers=(
+            BirdPeer("leaf1", ip("198.18.2.0"), 65001, password="leaf-spine"),
+            BirdPeer("leaf2", ip("198.18.2.2"), 65002, password="leaf-spine"),
+            BirdPeer("upstream", ip("198.18.3.1"), 64999, multihop=2, accept_all=True),
+        ),
+        accept_prefixes=(*POOLS, net("198.18.0.0/15")),
+        hold_time=9,
+        keepalive=3,
+        kernel_metric=100,
+    ),
+    "node_baseline": BirdConfig(
+        role=BirdRole.NODE,
+        router_id=v4("198.18.0.1"),
+        asn=64512,
+        peers=(
+            BirdPeer("node2", ip("198.18.0.2"), 64512),
+            BirdPeer("node3", ip("198.18.0.3"), 64512),
+        ),
+        accept_prefixes=POOLS,
+        scan_time=2,
+    ),
+    "node_plain": BirdConfig(
+        role=BirdRole.NODE,
+        router_id=v4("198.18.0.1"),
+        asn=64512,
+        peers=(BirdPeer("rr", ip("198.18.0.250"), 64512, password="x", passive=True),),
+        graceful_restart=False,
+        ecmp=False,
+        kernel_learn_protocol=80,
+        kernel_export=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_render_matches_golden(name: str) -> None:
+    text = render(CONFIGS[name])
+    golden = GOLDENS / f"{name}.conf"
+    if os.environ.get("UPDATE_GOLDENS") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.is_file(), f"missing {golden}; run with UPDATE_GOLDENS=1"
+    assert text == golden.read_text()
+
+
+@needs_bird
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_rendered_config_parses(name: str, tmp_path: Path) -> None:
+    bird_parse(render(CONFIGS[name]), tmp_path)
+
+
+def test_every_golden_has_a_config() -> None:
+    # A golden left behind by a renamed case would never be checked again.
+    assert sorted(p.stem for p in GOLDENS.glob("*.conf")) == sorted(CONFIGS)
+
+
+# --- what the roles must contain ---------------------------------------------
+
+
+def _protocol_block(text: str, name: str) -> str:
+    start = text.index(f"protocol bgp {name} ")
+    return text[start : text.index("\n}\n", start)]
+
+
+def test_route_reflector_keeps_next_hop_reflects_only_bgp_and_stays_off_path() -> None:
+    text = render(CONFIGS["route_reflector"])
+    rack = _protocol_block(text, "range_rack1")
+    assert "neighbor range 198.18.0.0/24 as 64512;" in rack
+    assert 'dynamic name "dyn_rack1_";' in rack
+    assert "rr client;" in rack
+    assert 'password "n0des!";' in rack
+    assert rack.count("next hop keep;") == 2
+    assert rack.count("export where source = RTS_BGP;") == 2
+    non_client = _protocol_block(text, "peer_rr2")
+    assert "rr client" not in non_client
+    assert "rr cluster id 198.18.0.254;" in text
+    assert "export none;" in text and "export where source = RTS_BGP;\n  };\n  learn" not in text
+    # An IPv6 session carries IPv6 only.
+    assert "ipv4 {" not in _protocol_block(text, "peer_rr3_v6")
+    on_path = render(CONFIGS["route_reflector_on_path"])
+    assert "rr cluster id 198.18.0.250;" in on_path  # defaults to the router id
+    assert on_path.count("export where source = RTS_BGP;\n  };\n  learn;") == 2
+
+
+def test_tor_filters_nodes_merges_paths_and_sets_next_hop_self_only_for_ibgp() -> None:
+    text = render(CONFIGS["tor_leaf"])
+    assert "define FABRIC_IPV4 = [ 100.64.0.0/16+, 198.18.0.0/15+ ];" in text
+    assert "define FABRIC_IPV6 = [ fd00:64::/48+ ];" in text
+    assert text.count("merge paths on;") == 2
+    rack = _protocol_block(text, "range_rack1")
+    assert "import filter fabric_ipv4;" in rack and "import filter fabric_ipv6;" in rack
+    assert "next hop self" not in rack
+    spine = _protocol_block(text, "peer_spine1")
+    assert "import all;" in spine
+    ibgp = _protocol_block(text, "peer_leaf1b")
+    assert ibgp.count("next hop self;") == 2
+    assert "hold time 30;" in ibgp and "keepalive time 10;" in ibgp
+    assert "next hop address fd00:18:1::254;" in rack
+
+
+def test_node_announces_only_its_kernel_protocol_routes() -> None:
+    text = render(CONFIGS["node_baseline"])
+    assert text.count("krt_source != 76") == 2
+    assert text.count("learn;") == 2
+    assert 'interface -"l3f*", "*";' in text
+    assert _protocol_block(text, "peer_node2").count("next hop self;") == 2
+    plain = render(CONFIGS["node_plain"])
+    assert plain.count("krt_source != 80") == 2
+    assert "merge paths" not in plain and "graceful restart off;" in plain
+    assert "passive on;" in plain
+
+
+# --- validation ----------------------------------------------------------------
+
+
+def _cfg(**changes: Any) -> BirdConfig:
+    base = dict(
+        role=BirdRole.TOR,
+        router_id=v4("198.18.1.254"),
+        asn=65001,
+        accept_prefixes=POOLS,
+    )
+    base.update(changes)
+    return BirdConfig(**base)  # type: ignore[arg-type]
+
+
+def _peer(**changes: Any) -> BirdPeer:
+    base: dict[str, Any] = dict(name="spine1", address=ip("198.18.2.1"), asn=65000)
+    base.update(changes)
+    return BirdPeer(**base)
+
+
+BAD: list[tuple[str, Callable[[], object], str]] = [
+    ("name with dash", lambda: _peer(name="spine-1"), "peer name: 'spine-1' must start with"),
+    ("name with quote", lambda: _peer(name='a"b'), "peer name"),
+    ("name starting digit", lambda: _peer(name="1spine"), "peer name"),
+    ("name too long", lambda: _peer(name="a" * 33), "at most 32"),
+    ("name trailing newline", lambda: _peer(name="spine\n"), "peer name"),
+    ("address string", lambda: _peer(address="198.18.2.1"), "address: '198.18.2.1' is not an IP"),
+    ("address unspecified", lambda: _peer(address=ip("0.0.0.0")), "cannot be a BGP neighbour"),
+    ("asn zero", lambda: _peer(asn=0), "peer 'spine1': asn: 0 is not an AS number"),
+    ("asn too big", lambda: _peer(asn=2**32), "is not an AS number"),
+    ("asn bool", lambda: _peer(asn=True), "is not an AS number"),
+    ("password quote", lambda: _peer(password='a"b'), "password: must be 1-80 printable"),
+    ("password backslash", lambda: _peer(password="a\\b"), "password"),
+    ("password newline", lambda: _peer(password="ab\n"), "password"),
+    ("password empty", lambda: _peer(password=""), "password"),
+    ("password too long", lambda: _peer(password="x" * 81), "password"),
+    ("multihop zero", lambda: _peer(multihop=0), "multihop: 0 must be an integer in 1..255"),
+    ("peer hold 2", lambda: _peer(hold_time=2), "hold_time: 2 must be an integer in 3..65535"),
+    ("peer keepalive", lambda: _peer(hold_time=9, keepalive=4), "at most a third of hold_time"),
+    ("flag not bool", lambda: _peer(passive="yes"), "passive: 'yes' must be true or false"),
+    ("range not net", lambda: BirdRange("10.0.0.0/8", 1), "cidr: '10.0.0.0/8' is not a network"),  # type: ignore[arg-type]
+    ("range name", lambda: BirdRange(net("10.0.0.0/8"), 1, name="a b"), "range name"),
+    ("role string", lambda: _cfg(role="tor"), "role: 'tor' is not a BirdRole"),
+    ("router id v6", lambda: _cfg(router_id=ip("fd00::1")), "router_id: IPv6Address"),
+    ("router id zero", lambda: _cfg(router_id=v4("0.0.0.0")), "router_id: 0.0.0.0"),
+    (
+        "cluster on tor",
+        lambda: _cfg(cluster_id=v4("1.1.1.1")),
+        "cluster_id: only a route-reflector",
+    ),
+    (
+        "rr filters",
+        lambda: _cfg(role=BirdRole.ROUTE_REFLECTOR),
+        "accept_prefixes: a route-reflector reflects everything",
+    ),
+    ("tor without prefixes", lambda: _cfg(accept_prefixes=()), "accept_prefixes: a tor accepts"),
+    (
+        "node ranges",
+        lambda: _cfg(role=BirdRole.NODE, ranges=(BirdRange(net("198.18.0.0/24"), 65001),)),
+        "ranges: a node dials its peers",
+    ),
+    (
+        "learn protocol on tor",
+        lambda: _cfg(kernel_learn_protocol=76),
+        "kernel_learn_protocol: only a node",
+    ),
+    (
+        "learn bird's own",
+        lambda: _cfg(role=BirdRole.NODE, kernel_learn_protocol=12),
+        "kernel_learn_protocol: 12 (bird)",
+    ),
+    (
+        "learn out of range",
+        lambda: _cfg(role=BirdRole.NODE, kernel_learn_protocol=256),
+        "kernel_learn_protocol: 256 must be an integer in 1..255",
+    ),
+    (
+        "duplicate peer name",
+        lambda: _cfg(peers=(_peer(), _peer(address=ip("198.18.2.3")))),
+        "duplicate peer name 'spine1'",
+    ),
+    (
+        "duplicate peer address",
+        lambda: _cfg(peers=(_peer(), _peer(name="spine2"))),
+        "duplicate peer address 198.18.2.1",
+    ),
+    ("peers as list", lambda: _cfg(peers=[_peer()]), "peers: must be a tuple"),
+    (
+        "overlapping ranges",
+        lambda: _cfg(
+            ranges=(BirdRange(net("198.18.0.0/16"), 1), BirdRange(net("198.18.1.0/24"), 2))
+        ),
+        "ranges[1]: 198.18.1.0/24 overlaps range range1",
+    ),
+    (
+        "duplicate range name",
+        lambda: _cfg(
+            ranges=(
+                BirdRange(net("198.18.0.0/24"), 1, name="r"),
+                BirdRange(net("198.18.1.0/24"), 2, name="r"),
+            )
+        ),
+        "duplicate range name 'r'",
+    ),
+    (
+        "rr client on tor",
+        lambda: _cfg(peers=(_peer(rr_client=True),)),
+        "peer 'spine1': rr_client: only a route-reflector",
+    ),
+    (
+        "ebgp rr client",
+        lambda: _cfg(
+            role=BirdRole.ROUTE_REFLECTOR,
+            accept_prefixes=(),
+            ranges=(BirdRange(net("198.18.0.0/24"), 65002, rr_client=True),),
+        ),
+        "range range1: rr_client: route reflection is iBGP",
+    ),
+    ("keepalive vs hold", lambda: _cfg(hold_time=9, keepalive=5), "keepalive: 5 must be at most"),
+    ("restart time", lambda: _cfg(restart_time=4096), "restart_time: 4096"),
+    ("scan time", lambda: _cfg(scan_time=0), "scan_time: 0"),
+    ("metric", lambda: _cfg(kernel_metric=-1), "kernel_metric: -1"),
+    (
+        "v6 next hop link local",
+        lambda: _peer(ipv6_next_hop=ip("fe80::1")),
+        "peer 'spine1': ipv6_next_hop: IPv6Address('fe80::1') must be a global",
+    ),
+    (
+        "v6 next hop on v6 session",
+        lambda: _peer(address=ip("fd00::2"), ipv6_next_hop=ip("fd00::1")),
+        "ipv6_next_hop: only IPv4 sessions need",
+    ),
+    ("log relative", lambda: _cfg(log_file=PurePosixPath("bird.log")), "log_file: 'bird.log'"),
+    ("log quote", lambda: _cfg(log_file=PurePosixPath('/tmp/a"b')), "log_file"),
+    ("accept not net", lambda: _cfg(accept_prefixes=("100.64.0.0/16",)), "accept_prefixes[0]"),
+]
+
+
+@pytest.mark.parametrize(("build", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_with_the_field_named(
+    build: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        build()
+    assert message in str(info.value)
+
+
+# Whatever a name or password is, either it is refused or BIRD accepts the
+# rendered file: nothing smuggles syntax into the configuration.
+@needs_bird
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.text(alphabet=string.ascii_letters + string.digits + "_-;{}\"' ", max_size=12),
+    password=st.text(alphabet=string.printable + "\x00\x7f\u00e9", max_size=12),
+)
+def test_any_accepted_name_and_password_render_valid_bird(
+    name: str, password: str, tmp_path: Path
+) -> None:
+    try:
+        cfg = _cfg(peers=(_peer(name=name, password=password),))
+    except ValueError:
+        event("refused")
+        return
+    event("rendered")
+    text = render(cfg)
+    bird_parse(text, tmp_path)
+    assert f'password "{password}";' in text
+
+
+# --- plain data (YAML) -----------------------------------------------------------
+
+
+def _as_plain(cfg: BirdConfig) -> dict[str, Any]:
+    """The YAML-shaped dict for cfg: strings for addresses and networks."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if getattr(value, f.name) != f.default
+            }
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, BirdRole):
+            return value.value
+        if isinstance(value, bool | int | str) or value is None:
+            return value
+        return str(value)
+
+    result: dict[str, Any] = plain(cfg)
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_from_data_round_trips_every_golden_config(name: str) -> None:
+    assert config_from_data(_as_plain(CONFIGS[name])) == CONFIGS[name]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"role": "tor", "router_id": "1.1.1.1"}, "asn: is required"),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "colour": "red"},
+            "unknown key 'colour'",
+        ),
+        ({"role": "spine", "router_id": "1.1.1.1", "asn": 1}, "role: 'spine' is not one of"),
+        ({"role": "tor", "router_id": "fd00::1", "asn": 1}, "router_id: 'fd00::1' is not an IPv4 address"),
+        ({"role": "tor", "router_id": "1.1.1.1", "asn": "1"}, "asn: '1' is not an AS number"),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "accept_prefixes": ["10.0.0.1/8"]},
+            "accept_prefixes[0]: 10.0.0.1/8 has host bits set",
+        ),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "peers": [{"name": "a", "asn": 2}]},
+            "peers[0].address: is required",
+        ),
+        (
+            {
+                "role": "tor",
+                "router_id": "1.1.1.1",
+                "asn": 1,
+                "peers": [{"name": "a", "address": "1.2.3.4", "asn": 2, "md5": "x"}],
+            },
+            "peers[0]: unknown key 'md5'",
+        ),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "peers": {"a": 1}},
+            "peers: must be a list",
+        ),
+        (["role", "tor"], "config: must be a mapping"),
+    ],
+)
+def test_config_from_data_rejects(data: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        config_from_data(data)
+    assert message in str(info.value)
+
+
+# --- the command ------------------------------------------------------------------
+
+LEAF_FLAGS = [
+    "bird",
+    "render",
+    "--role",
+    "tor",
+    "--router-id",
+    "198.18.1.254",
+    "--asn",
+    "65001",
+    "--peer",
+    "spine1=198.18.2.1:65000,accept-all,password=leaf-spine",
+    "--peer",
+    "spine2=198.18.2.3:65000,password=leaf-spine,accept-all",
+    "--peer",
+    "leaf1b=198.18.1.253:65001,hold-time=30,keepalive=10",
+    "--range",
+    "rack1=198.18.1.0/24:65101,ipv6-next-hop=fd00:18:1::254",
+    "--accept",
+    "100.64.0.0/16",
+    "--accept",
+    "fd00:64::/48",
+    "--accept",
+    "198.18.0.0/15",
+]
+
+
+def test_cli_flags_render_the_same_as_the_dataclasses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(LEAF_FLAGS) == 0
+    assert capsys.readouterr().out == render(CONFIGS["tor_leaf"])
+
+
+def test_cli_yaml_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "rr.yaml"
+    source.write_text(yaml.safe_dump(_as_plain(CONFIGS["route_reflector"])))
+    out = tmp_path / "bird.conf"
+    out.write_text("old contents")
+    assert main(["bird", "render", "--from-yaml", str(source), "-o", str(out)]) == 0
+    assert out.read_text() == render(CONFIGS["route_reflector"])
+    assert out.stat().st_mode & 0o077 == 0  # it may hold MD5 passwords
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bird.conf", "rr.yaml"]
+    assert capsys.readouterr() == ("", "")
+
+
+TOR_ARGS = ["--role", "tor", "--router-id", "1.1.1.1", "--asn", "1", "--accept", "1.0.0.0/8"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--role", "tor"], "--router-id is required"),
+        (["--role", "tor", "--router-id", "x", "--asn", "1"], "--router-id: 'x' is not an IPv4"),
+        (
+            ["--role", "tor", "--router-id", "1.1.1.1", "--asn", "six"],
+            "--asn: 'six' is not an integer",
+        ),
+        (
+            [*TOR_ARGS, "--peer", "a=1.2.3.4"],
+            "--peer 'a=1.2.3.4': expected ADDRESS:ASN",
+        ),
+        (
+            [*TOR_ARGS, "--peer", "a=1.2.3.4:2,colour=red"],
+            "unknown option 'colour=red'",
+        ),
+        (
+            [*TOR_ARGS, "--peer", "a=1.2.3.4:2,multihop=2,multihop=3"],
+            "option 'multihop' given twice",
+        ),
+        (
+            [*TOR_ARGS, "--peer", 'a=1.2.3.4:2,password=a"b'],
+            "--peer 'a=1.2.3.4:2,password=a\"b': peer 'a': password",
+        ),
+        (["--from-yaml", "/nonexistent/x.yaml"], "--from-yaml /nonexistent/x.yaml: No such file"),
+        (["--from-yaml", "x.yaml", "--asn", "1"], "--from-yaml cannot be combined with --asn"),
+        (
+            ["--role", "node", "--router-id", "1.1.1.1", "--asn", "1", "-o", "/nonexistent/d/f"],
+            "-o /nonexistent/d/f: No such file",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bird", "render", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("l3fabric bird render: error: "), err
+    assert message in err
+
+
+def test_cli_invalid_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "bad.yaml"
+    source.write_text("role: [tor\nasn: 1\n")
+    assert main(["bird", "render", "--from-yaml", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid YAML" in err
+
+
+def test_spec_grammar() -> None:
+    peer = parse_peer("up6=[fd00::1]:64999,multihop=2,passive,password=a=b c")
+    assert peer == BirdPeer("up6", ip("fd00::1"), 64999, password="a=b c", multihop=2, passive=True)
+    assert parse_peer("up6=fd00::1:64999").address == ip("fd00::1")
+    rng = parse_range("fd00:18::/64:64512,rr-client")
+    assert rng == BirdRange(net("fd00:18::/64"), 64512, rr_client=True)
+
+
+def test_templates_are_found_from_the_checkout() -> None:
+    assert templates_dir() == Path(__file__).resolve().parents[2] / "bird-templates"
