@@ -134,12 +134,17 @@ def encode_route(msg_type: int, flags: int, seq: int, spec: RouteSpec) -> bytes:
         if hop.ifindex:
             attrs.append(rtattr(RTA_OIF, U32.pack(hop.ifindex)))
     elif spec.nexthops:
-        hops = []
-        for hop in spec.nexthops:
-            inner = rtattr(RTA_GATEWAY, hop.gateway) if hop.gateway is not None else b""
-            hops.append(RTNEXTHOP.pack(RTNEXTHOP.size + len(inner), 0, 0, hop.ifindex) + inner)
-        attrs.append(rtattr(RTA_MULTIPATH, b"".join(hops)))
+        attrs.append(multipath_attr(spec.nexthops))
     return nlmsg(msg_type, flags, seq, header + b"".join(attrs))
+
+
+def multipath_attr(nexthops: tuple[RawNextHop, ...]) -> bytes:
+    """RTA_MULTIPATH: one rtnexthop (with its RTA_GATEWAY, if any) per path."""
+    hops = []
+    for hop in nexthops:
+        inner = rtattr(RTA_GATEWAY, hop.gateway) if hop.gateway is not None else b""
+        hops.append(RTNEXTHOP.pack(RTNEXTHOP.size + len(inner), 0, 0, hop.ifindex) + inner)
+    return rtattr(RTA_MULTIPATH, b"".join(hops))
 
 
 class RouteEncoder:
@@ -160,13 +165,13 @@ class RouteEncoder:
         self._dev: dict[int, struct.Struct] = {}
         self._gw: dict[int, struct.Struct] = {}
         self._gw_dev: dict[int, struct.Struct] = {}
-        self._del: dict[int, struct.Struct] = {}
+        self._head: dict[int, struct.Struct] = {}
         for family, alen in _ADDR_LEN.items():
             dst = f"HH{alen}s"
             self._dev[family] = struct.Struct(f"=IHHII BBBBBBBBI {dst} HHI")
             self._gw[family] = struct.Struct(f"=IHHII BBBBBBBBI {dst} HH{alen}s")
             self._gw_dev[family] = struct.Struct(f"=IHHII BBBBBBBBI {dst} HH{alen}s HHI")
-            self._del[family] = struct.Struct(f"=IHHII BBBBBBBBI {dst}")
+            self._head[family] = struct.Struct(f"=IHHII BBBBBBBBI {dst}")
 
     def replace_dev(self, seq: int, family: int, dst: bytes, dst_len: int, ifindex: int) -> bytes:
         """`dst dev IF`: scope link for IPv4, universe for IPv6 (as `ip` does)."""
@@ -198,13 +203,25 @@ class RouteEncoder:
             *oif,
         )  # fmt: skip
 
+    def replace_multipath(
+        self, seq: int, family: int, dst: bytes, dst_len: int, scope: int, multipath: bytes
+    ) -> bytes:
+        """A route with several next hops; multipath is a multipath_attr(),
+        which many routes share, so it is encoded once and reused."""
+        layout = self._head[family]
+        return layout.pack(
+            layout.size + len(multipath), RTM_NEWROUTE, self.REPLACE_FLAGS, seq, 0,
+            family, dst_len, 0, 0, RT_TABLE_MAIN, self.protocol, scope, RTN_UNICAST, 0,
+            4 + len(dst), RTA_DST, dst,
+        ) + multipath  # fmt: skip
+
     def delete(self, seq: int, family: int, dst: bytes, dst_len: int) -> bytes:
         """Delete our route for dst whatever its next hops and scope.
 
         The protocol is set so the kernel only matches routes carrying it:
         a foreign route with the same prefix is never removed.
         """
-        layout = self._del[family]
+        layout = self._head[family]
         alen = len(dst)
         return layout.pack(
             layout.size, RTM_DELROUTE, self.DELETE_FLAGS, seq, 0,

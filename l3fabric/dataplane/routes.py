@@ -199,41 +199,45 @@ class RouteSocket:
             ops.append((prefix, "delete"))
         if replace:
             links = self.links() if any(_needs_links(r) for r in replace) else {}
+            # Routes share a few next-hop sets; each is resolved and encoded once.
+            shapes: dict[_ShapeKey, _Shape] = {}
             for route in replace:
                 seq = (base + len(ops)) & 0xFFFFFFFF
-                try:
-                    messages.append(self._encode_replace(seq, route, links))
-                except _Unencodable as exc:
-                    failures.append(RouteFailure(route.prefix, "replace", exc.errno, str(exc)))
+                encoded = self._encode_replace(seq, route, links, shapes)
+                if isinstance(encoded, _Unencodable):
+                    failures.append(
+                        RouteFailure(route.prefix, "replace", encoded.errno, str(encoded))
+                    )
                     continue
+                messages.append(encoded)
                 ops.append((route.prefix, "replace"))
         for start in range(0, len(messages), self.batch_size):
             end = min(start + self.batch_size, len(messages))
             failures.extend(self._send_batch(messages, ops, start, end, base))
         return failures
 
-    def _encode_replace(self, seq: int, route: Route, links: dict[str, int]) -> bytes:
+    def _encode_replace(
+        self, seq: int, route: Route, links: dict[str, int], shapes: dict[_ShapeKey, _Shape]
+    ) -> bytes | _Unencodable:
         prefix = route.prefix
+        key = (prefix.version, route.nexthops)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(prefix, route.nexthops, links)
+        if isinstance(shape, _Unencodable):
+            return shape
         family = codec.FAMILY_OF_VERSION[prefix.version]
         dst = prefix.network_address.packed
-        hops = [_raw_nexthop(prefix, hop, links) for hop in route.nexthops]
-        if len(hops) == 1:
-            hop = hops[0]
-            if hop.gateway is None:
-                return self._encoder.replace_dev(seq, family, dst, prefix.prefixlen, hop.ifindex)
-            return self._encoder.replace_gateway(
-                seq, family, dst, prefix.prefixlen, hop.gateway, hop.ifindex
-            )
-        all_direct = all(hop.gateway is None for hop in hops)
-        scope = (
-            codec.RT_SCOPE_LINK
-            if all_direct and family == socket.AF_INET
-            else codec.RT_SCOPE_UNIVERSE
+        if isinstance(shape, bytes):
+            scope = codec.RT_SCOPE_UNIVERSE
+            if family == socket.AF_INET and all(hop.gateway is None for hop in route.nexthops):
+                scope = codec.RT_SCOPE_LINK
+            return self._encoder.replace_multipath(seq, family, dst, prefix.prefixlen, scope, shape)
+        if shape.gateway is None:
+            return self._encoder.replace_dev(seq, family, dst, prefix.prefixlen, shape.ifindex)
+        return self._encoder.replace_gateway(
+            seq, family, dst, prefix.prefixlen, shape.gateway, shape.ifindex
         )
-        spec = codec.RouteSpec(
-            family, dst, prefix.prefixlen, self.protocol, scope, nexthops=tuple(hops)
-        )
-        return codec.encode_route(codec.RTM_NEWROUTE, self._encoder.REPLACE_FLAGS, seq, spec)
 
     def _send_batch(
         self,
@@ -287,21 +291,40 @@ class RouteSocket:
                     return failures
 
     def _drain(self) -> None:
+        """Discard whatever replies are queued, without waiting for more."""
         sock = self._sock()
-        while True:
-            try:
-                sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
+        sock.settimeout(0)
+        try:
+            while True:
+                try:
+                    sock.recv(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+        finally:
+            sock.settimeout(self.reply_timeout)
 
 
 class _Unencodable(Exception):
     def __init__(self, err: int, message: str) -> None:
         super().__init__(message)
         self.errno = err
+
+
+# A next-hop set, resolved: one RawNextHop, an encoded RTA_MULTIPATH, or why
+# it cannot be sent. Keyed by IP version too: a gateway's family must match.
+_ShapeKey = tuple[int, tuple[NextHop, ...]]
+_Shape = codec.RawNextHop | bytes | _Unencodable
+
+
+def _shape(prefix: IPNetwork, nexthops: tuple[NextHop, ...], links: dict[str, int]) -> _Shape:
+    try:
+        hops = tuple(_raw_nexthop(prefix, hop, links) for hop in nexthops)
+    except _Unencodable as exc:
+        return exc
+    return hops[0] if len(hops) == 1 else codec.multipath_attr(hops)
 
 
 def _needs_links(route: Route) -> bool:

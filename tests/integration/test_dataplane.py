@@ -488,3 +488,18 @@ def test_resolve_netns(netns: Namespaces, tmp_path: Path) -> None:
         resolve_netns("/proc/self/ns/uts")
     with pytest.raises(NetnsNotFound, match="empty"):
         resolve_netns("")
+
+
+def test_lost_replies_are_reported_not_guessed(netns: Namespaces) -> None:
+    # A receive buffer far too small for a batch's error replies: the kernel
+    # drops some, so the outcome of that batch is unknown and is reported as
+    # such; the socket keeps working afterwards.
+    tiny = RouteSocket(protocol=RTPROT_L3FABRIC, batch_size=2000, rcvbuf=4096)
+    with node_in(netns, tiny) as node:
+        absent = [net(f"100.68.{i // 256}.{i % 256}/32") for i in range(2000)]
+        failures = node.program([dev_route("100.68.100.0/24")], absent)
+        assert failures, "expected the kernel to drop replies into a 4 KiB buffer"
+        assert {f.errno for f in failures} == {105}  # ENOBUFS
+        assert {f.route_prefix for f in failures} <= {*absent, net("100.68.100.0/24")}
+        assert node.program([dev_route("100.68.101.0/24")], []) == []
+        assert dev_route("100.68.101.0/24") in node.dump_routes()

@@ -229,6 +229,14 @@ def test_fast_layouts_equal_general_encoder_and_pyroute2(
     assert decoded.dst_len == prefix.prefixlen
     assert decoded.nexthops == (codec.RawNextHop(gateway.packed, ifindex),)
 
+    hops = (codec.RawNextHop(gateway.packed, ifindex), codec.RawNextHop(gateway.packed))
+    spec = codec.RouteSpec(family, dst, prefix.prefixlen, PROTO, codec.RT_SCOPE_UNIVERSE, hops)
+    multipath = encoder.replace_multipath(
+        seq, family, dst, prefix.prefixlen, codec.RT_SCOPE_UNIVERSE, codec.multipath_attr(hops)
+    )
+    assert multipath == codec.encode_route(codec.RTM_NEWROUTE, REPLACE, seq, spec)
+    assert codec.decode_route(multipath[codec.NLMSGHDR.size :]).nexthops == hops
+
 
 # -- decoding ---------------------------------------------------------------
 
