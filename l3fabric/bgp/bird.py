@@ -224,6 +224,7 @@ class BirdConfig:
         self._check_role_fields()
         self._check_peers()
         self._check_ranges()
+        _check(isinstance(self.accept_prefixes, tuple), "accept_prefixes", "must be a tuple")
         for i, prefix in enumerate(self.accept_prefixes):
             _check(
                 isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network),

@@ -427,7 +427,7 @@ def test_config_from_data_round_trips_every_golden_config(name: str) -> None:
             "unknown key 'colour'",
         ),
         ({"role": "spine", "router_id": "1.1.1.1", "asn": 1}, "role: 'spine' is not one of"),
-        ({"role": "tor", "router_id": "fd00::1", "asn": 1}, "router_id: 'fd00::1' is not an IPv4 address"),
+        ({"role": "tor", "router_id": "fd00::1", "asn": 1}, "router_id: 'fd00::1' is not an IPv4"),
         ({"role": "tor", "router_id": "1.1.1.1", "asn": "1"}, "asn: '1' is not an AS number"),
         (
             {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "accept_prefixes": ["10.0.0.1/8"]},
