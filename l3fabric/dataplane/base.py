@@ -40,7 +40,11 @@ class RouteFailure:
 
 class Dataplane(Protocol):
     def ensure_sysctls(self) -> None:
-        """Node-wide forwarding and reverse-path settings, current netns."""
+        """Node-wide forwarding and reverse-path settings, current netns.
+
+        Call before attaching workloads: IPv6 forwards nothing while
+        net.ipv6.conf.all.forwarding is 0, whatever the interface says.
+        """
 
     def attach(self, workload: Workload) -> None:
         """Wire a workload: veth, addresses, gateway, host routes. Idempotent."""
@@ -55,7 +59,12 @@ class Dataplane(Protocol):
         """Routes in the main table carrying l3fabric's protocol, v4 and v6."""
 
     def program(self, replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[RouteFailure]:
-        """Install/replace and remove routes in bulk; returns what failed."""
+        """Install/replace and remove routes in bulk; returns what failed.
+
+        Deletes go first, so a prefix in both lists ends up installed. A
+        delete of a route that is not there succeeds. Each route that fails
+        gets one RouteFailure; the others in the same batch still apply.
+        """
 
     def close(self) -> None:
         """Release sockets. The object may be used again afterwards."""
