@@ -526,7 +526,7 @@ class FileDatastore:
     def _write_file(self, target: Path, data: bytes, *, durable: bool = False) -> None:
         """Replace target atomically. Only called with the lock held."""
         self._tmp_serial += 1
-        tmp = self._tmp / f"{os.getpid()}-{self._tmp_serial}"
+        tmp = self._tmp / f"{os.getpid()}-{id(self):x}-{self._tmp_serial}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
