@@ -8,8 +8,8 @@ of each batch asks for an ack, which tells us every earlier reply of the batch
 has already been queued (rtnetlink handles a datagram's requests in order,
 inside the send call).
 
-The socket lives in the network namespace that was current for the process
-when it was opened.
+The socket lives in the network namespace of the thread that opened it (on
+first use), whichever thread uses it later.
 """
 
 from __future__ import annotations
@@ -103,11 +103,17 @@ class RouteSocket:
         return base
 
     def _recv(self) -> bytes:
+        """One datagram. ENOBUFS (replies dropped) is left to the caller."""
         try:
             return self._sock().recv(_RECV_SIZE)
         except TimeoutError as exc:
             self.close()
             raise DataplaneError(f"no netlink reply within {self.reply_timeout}s") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                raise
+            self.close()
+            raise DataplaneError(f"reading from netlink failed: {exc}") from exc
 
     # -- dumps --------------------------------------------------------------
 
@@ -119,10 +125,19 @@ class RouteSocket:
             except OSError as exc:
                 self.close()
                 raise DataplaneError(f"netlink dump request failed: {exc}") from exc
-            messages, interrupted = self._collect_dump(seq)
+            try:
+                messages, interrupted = self._collect_dump(seq)
+                lost = False
+            except OSError as exc:  # ENOBUFS: part of the dump was dropped
+                log.warning("netlink dump lost messages (%s), attempt %d", exc, attempt)
+                self._drain()
+                messages, interrupted, lost = [], True, True
             if not interrupted:
                 return messages
             log.info("netlink dump interrupted by a concurrent change (attempt %d)", attempt)
+        if lost:
+            raise DataplaneError(f"netlink dump lost messages {_DUMP_ATTEMPTS} times")
+        # Still changing under us: a dump of a moving table is the best there is.
         log.warning("netlink dump still inconsistent after %d attempts; using it", _DUMP_ATTEMPTS)
         return messages
 
@@ -262,10 +277,7 @@ class RouteSocket:
         while True:
             try:
                 data = self._recv()
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    self.close()
-                    raise DataplaneError(f"reading route replies failed: {exc}") from exc
+            except OSError:  # ENOBUFS; _recv turned anything else into DataplaneError
                 # Replies were dropped, so which requests failed is unknown;
                 # report the whole batch so the caller re-checks it.
                 log.warning("netlink replies lost (ENOBUFS); reporting %d routes", end - start)
