@@ -1,0 +1,1 @@
+"""The node agent: wires the lower layers together and serves the control socket."""

@@ -1,0 +1,138 @@
+"""Adding and removing workloads: IPAM, the datastore record, the wiring.
+
+The datastore record is the desired state; the kernel follows it. An add is
+all-or-nothing: if wiring fails, the addresses and the record are given back,
+so a failed add leaves nothing behind and changes nothing that existed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Sequence
+
+from l3fabric.agent.server import RequestError
+from l3fabric.dataplane import Dataplane, DataplaneError, NetnsNotFound, resolve_netns
+from l3fabric.datastore.base import Datastore, VersionConflict
+from l3fabric.ipam import Ipam, IpamError
+from l3fabric.model import IPAddress, Workload, valid_name
+
+log = logging.getLogger(__name__)
+
+
+class WorkloadManager:
+    def __init__(
+        self,
+        *,
+        node: str,
+        store: Datastore,
+        ipam: Ipam,
+        dataplane: Dataplane,
+        key_prefix: str = "/l3fabric",
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._node = node
+        self._store = store
+        self._ipam = ipam
+        self._dataplane = dataplane
+        self._prefix = f"{key_prefix}/workloads/{node}/"
+        self._on_change = on_change
+
+    def key(self, name: str) -> str:
+        return self._prefix + name
+
+    def list(self) -> list[Workload]:
+        return [Workload.from_dict(json.loads(kv.value)) for kv in self._store.list(self._prefix)]
+
+    def get(self, name: str) -> Workload | None:
+        kv = self._store.get(self.key(name))
+        return Workload.from_dict(json.loads(kv.value)) if kv else None
+
+    def add(self, name: str, netns: str, requested: Sequence[str] = ()) -> Workload:
+        if not valid_name(name) or len(name) > 253:
+            raise RequestError("invalid", f"invalid workload name {name!r}")
+        try:
+            netns_path = resolve_netns(netns)
+        except NetnsNotFound as exc:
+            raise RequestError("invalid", str(exc)) from None
+        wanted = _parse_addresses(requested)
+
+        existing = self.get(name)
+        if existing is not None:
+            if existing.netns != netns_path:
+                raise RequestError(
+                    "conflict", f"workload {name} already exists in netns {existing.netns}"
+                )
+            if wanted and set(wanted) != set(existing.addresses):
+                raise RequestError(
+                    "conflict",
+                    f"workload {name} already exists with addresses "
+                    + ", ".join(map(str, existing.addresses)),
+                )
+            # A retry of an add that succeeded: make sure the wiring is there.
+            self._wire(existing, release_on_failure=False)
+            return existing
+
+        try:
+            addresses = self._ipam.assign(name, wanted)
+        except IpamError as exc:
+            raise RequestError("ipam", str(exc)) from None
+        workload = Workload(name, self._node, netns_path, tuple(addresses))
+        try:
+            self._store.put(self.key(name), _encode(workload), expect_version=0)
+        except VersionConflict:
+            self._ipam.release(name)
+            raise RequestError("conflict", f"workload {name} was added concurrently") from None
+        self._wire(workload, release_on_failure=True)
+        log.info(
+            "workload added", extra={"workload": name, "addresses": workload.to_dict()["addresses"]}
+        )
+        self._on_change()
+        return workload
+
+    def delete(self, name: str) -> Workload:
+        workload = self.get(name)
+        if workload is None:
+            raise RequestError("not-found", f"no workload named {name} on node {self._node}")
+        try:
+            self._dataplane.detach(workload.host_iface)
+        except DataplaneError as exc:
+            # The record stays, so the reconciler or a retry finishes the job.
+            raise RequestError("dataplane", f"detaching {name}: {exc}") from None
+        self._store.delete(self.key(name))
+        self._ipam.release(name)
+        log.info("workload deleted", extra={"workload": name})
+        self._on_change()
+        return workload
+
+    def _wire(self, workload: Workload, *, release_on_failure: bool) -> None:
+        try:
+            self._dataplane.attach(workload)
+        except (DataplaneError, OSError) as exc:
+            if release_on_failure:
+                # No record existed before this add (a retry of a successful
+                # add takes the other path), so all of it is ours to undo.
+                try:
+                    self._dataplane.detach(workload.host_iface)
+                finally:
+                    self._store.delete(self.key(workload.name))
+                    self._ipam.release(workload.name)
+            raise RequestError("dataplane", f"wiring {workload.name}: {exc}") from None
+
+
+def _encode(workload: Workload) -> bytes:
+    return json.dumps(workload.to_dict(), sort_keys=True).encode()
+
+
+def _parse_addresses(values: Sequence[str]) -> list[IPAddress]:
+    addresses: list[IPAddress] = []
+    for value in values:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise RequestError("invalid", f"--ip {value!r} is not an IP address") from None
+        if address in addresses:
+            raise RequestError("invalid", f"--ip {value} given twice")
+        addresses.append(address)
+    return addresses
