@@ -1,0 +1,102 @@
+"""Starting real agents in node namespaces for integration tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.nettools import Namespaces, Processes, ns_run, wait_for
+
+L3FABRIC = [sys.executable, "-m", "l3fabric.cli"]
+
+
+@dataclass
+class AgentNode:
+    name: str
+    netns: str
+    config_path: Path
+    socket: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*L3FABRIC, *args, "--socket", str(self.socket)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"l3fabric {' '.join(args)} -> {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "-o", "json").stdout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def node_config(
+    name: str,
+    ipv4: str,
+    ipv6: str,
+    tmp: Path,
+    *,
+    store: Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "node": {"name": name, "asn": 64512, "addresses": {"ipv4": ipv4, "ipv6": ipv6}},
+        "pools": [
+            {"cidr": "100.64.0.0/16", "block_size": 26},
+            {"cidr": "fd00:64::/48", "block_size": 122},
+        ],
+        "state_dir": str(tmp / name),
+        "datastore": {"type": "file", "path": str(store)},
+        "reconcile": {"interval": 2},
+        "log": {"level": "debug", "format": "json"},
+    }
+    for key, value in (extra or {}).items():
+        config[key] = value
+    return config
+
+
+def make_node(
+    netns: Namespaces, tmp: Path, name: str, index: int, *, store: Path, **kw: Any
+) -> AgentNode:
+    ns = netns.add(name)
+    ipv4, ipv6 = f"198.18.0.{index}", f"fd00:198:18::{index}"
+    ns_run(ns, ["ip", "addr", "add", f"{ipv4}/32", "dev", "lo"])
+    ns_run(ns, ["ip", "addr", "add", f"{ipv6}/128", "dev", "lo"])
+    cfg = node_config(name, ipv4, ipv6, tmp, store=store, **kw)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return AgentNode(name, ns, path, tmp / name / "agent.sock", tmp / f"{name}.log")
+
+
+def start_agent(procs: Processes, node: AgentNode, timeout: float = 20) -> None:
+    node.proc = procs.start(
+        [*L3FABRIC, "agent", "--config", str(node.config_path)],
+        netns=node.netns,
+        log_path=str(node.log_path),
+    )
+
+    def ready() -> bool:
+        if node.proc is not None and node.proc.poll() is not None:
+            raise AssertionError(f"agent {node.name} exited:\n{node.log_tail()}")
+        return node.cli("status", check=False).returncode == 0
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"agent {node.name} ready")
+    except AssertionError:
+        raise AssertionError(f"agent {node.name} not ready:\n{node.log_tail()}") from None
