@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -164,8 +165,10 @@ class _Pick:
 
 
 class Ipam:
-    """Address assignment for one node. Any number of Ipam instances, in any
-    processes, may share a datastore. One instance is not thread-safe."""
+    """Address assignment for one node. Any number of instances, in any
+    processes, may share a datastore: blocks are only changed by CAS. One
+    instance runs one operation at a time, so that operations on one handle
+    never overlap (the index-before-block order relies on that)."""
 
     def __init__(
         self,
@@ -191,6 +194,7 @@ class Ipam:
         # Blocks believed to be ours, the one that last had room first. Only a
         # hint to save listing every block: each is re-read before use.
         self._own: list[IPNetwork] = []
+        self._lock = threading.Lock()
 
     # -- assignment ------------------------------------------------------------
 
@@ -202,6 +206,10 @@ class Ipam:
         """
         _check_handle(handle)
         wanted = self._check_requested(requested)
+        with self._lock:
+            return self._assign(handle, wanted)
+
+    def _assign(self, handle: str, wanted: list[IPAddress]) -> tuple[IPAddress, ...]:
         record = self._read_handle(handle)
         held = self._held(handle, record)
         if wanted:
@@ -233,6 +241,13 @@ class Ipam:
     def release(self, handle: str) -> tuple[IPAddress, ...]:
         """Free every address of handle; returns them (none if it held none)."""
         _check_handle(handle)
+        with self._lock:
+            released = self._release(handle)
+        if released:
+            log.info("released %s from handle %s", ", ".join(map(str, released)), handle)
+        return tuple(sorted(released, key=_address_key))
+
+    def _release(self, handle: str) -> list[IPAddress]:
         released: list[IPAddress] = []
         for _ in range(MAX_ATTEMPTS):
             record = self._read_handle(handle)
@@ -248,9 +263,7 @@ class Ipam:
             break
         else:
             raise IpamError(f"releasing {handle}: its handle record keeps changing")
-        if released:
-            log.info("released %s from handle %s", _join(released), handle)
-        return tuple(sorted(released, key=_address_key))
+        return released
 
     def addresses_of(self, handle: str) -> tuple[IPAddress, ...]:
         _check_handle(handle)
@@ -338,6 +351,16 @@ class Ipam:
         and deletes empty blocks of departed nodes: never an address that
         might be live.
         """
+        with self._lock:
+            return self._check(live_handles, live_nodes, repair, leak_grace)
+
+    def _check(
+        self,
+        live_handles: Mapping[str, set[str]] | None,
+        live_nodes: set[str] | None,
+        repair: bool,
+        leak_grace: float,
+    ) -> dict[str, Any]:
         problems: list[dict[str, Any]] = []
         repaired: list[dict[str, Any]] = []
         indexed = {
@@ -413,7 +436,12 @@ class Ipam:
         cidr = _block_of(pool, address)
         block = self._read_block(cidr)
         if block is None:
-            self._check_claimable(cidr)
+            for other in self._all_blocks():
+                if other.cidr.version == cidr.version and other.cidr.overlaps(cidr):
+                    raise IpamError(
+                        f"block {cidr} for {address} overlaps existing block {other.cidr} "
+                        "(was the pool's block size changed?)"
+                    )
             return _Pick(address, cidr, None, requested=True)
         allocation = block.allocations.get(address)
         if allocation is not None:
@@ -630,16 +658,6 @@ class Ipam:
                 wanted.append(address)
         return wanted
 
-    def _check_claimable(self, cidr: IPNetwork) -> None:
-        """A block may not overlap an existing one of another size (pools
-        whose block size was changed)."""
-        for block in self._all_blocks():
-            if block.cidr.version == cidr.version and block.cidr.overlaps(cidr):
-                raise IpamError(
-                    f"block {cidr} cannot be claimed: it overlaps existing block {block.cidr} "
-                    "(was the pool's block size changed?)"
-                )
-
 
 def _check_pools(pools: Sequence[PoolLike]) -> tuple[PoolLike, ...]:
     checked: list[PoolLike] = []
@@ -698,7 +716,3 @@ def _address_key(address: IPAddress) -> tuple[int, int]:
 
 def _network_key(network: IPNetwork) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
-
-
-def _join(addresses: Iterable[IPAddress]) -> str:
-    return ", ".join(str(a) for a in addresses)
