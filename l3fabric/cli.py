@@ -8,6 +8,7 @@ a non-zero exit; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -172,12 +173,85 @@ def cmd_status(args: argparse.Namespace) -> int:
         head = (
             f"node {s['node']} (AS {s['asn']}, {', '.join(s['addresses'])}): {s['state']}"
             f"{'' if s['state'] == 'ready' else ' - ' + s['reason']}, "
-            f"{s['workloads']} workloads, up {s['uptime_seconds']:.0f}s"
+            f"{s['workloads']} workloads, up {_duration(s['uptime_seconds'])}"
         )
-        return head
+        if not s.get("peers"):
+            return head + "\nno BGP peers"
+        rows = [
+            (
+                p["peer"],
+                p["type"],
+                p["asn"],
+                p["state"],
+                _duration(p["since_seconds"]),
+                f"{p['received']}/{p['accepted']}/{p['advertised']}",
+                p["info"],
+            )
+            for p in s["peers"]
+        ]
+        headers = ("PEER", "TYPE", "AS", "STATE", "SINCE", "RCVD/ACPT/ADV", "INFO")
+        return head + "\n\n" + format_table(headers, rows)
 
     emit(result, args.output, table)
-    return EXIT_OK if result.get("state") == "ready" else EXIT_FAIL
+    peers_up = all(p["state"] == "Established" for p in result.get("peers", []))
+    return EXIT_OK if result.get("state") == "ready" and peers_up else EXIT_FAIL
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    view = "advertised" if args.advertised else "received" if args.received else "programmed"
+    if args.peer and view != "received":
+        raise CliError("--peer goes with --received", EXIT_USAGE)
+    params: dict[str, Any] = {"view": view}
+    if args.peer:
+        params["peer"] = args.peer
+    result = _call(args, "routes", **params)
+    routes = result["routes"]
+    if args.prefix:
+        try:
+            wanted = ipaddress.ip_network(args.prefix, strict=False)
+        except ValueError:
+            raise CliError(f"--prefix {args.prefix!r} is not an IP prefix", EXIT_USAGE) from None
+        routes = [
+            r
+            for r in routes
+            if ipaddress.ip_network(r["prefix"]).version == wanted.version
+            and ipaddress.ip_network(r["prefix"]).subnet_of(wanted)  # type: ignore[arg-type]
+        ]
+    result["routes"] = routes
+
+    def table(data: dict[str, Any]) -> str:
+        if view == "advertised":
+            return format_table(
+                ("PREFIX", "NEXT-HOP"), [(r["prefix"], r["next_hop"]) for r in routes]
+            )
+        if view == "received":
+            rows = [
+                (
+                    r["prefix"],
+                    r["peer"],
+                    r["next_hop"],
+                    " ".join(map(str, r["as_path"])) or "-",
+                    ("best" if r["best"] else "accepted")
+                    if r["accepted"]
+                    else f"rejected: {r['reason']}",
+                )
+                for r in routes
+            ]
+            return format_table(("PREFIX", "PEER", "NEXT-HOP", "AS-PATH", "STATUS"), rows)
+        kernel = [(r["prefix"], ", ".join(r["nexthops"]), r["kind"]) for r in routes]
+        return format_table(("PREFIX", "NEXT-HOPS", "KIND"), kernel)
+
+    emit(result, args.output, table)
+    return EXIT_OK
 
 
 # -- parser ------------------------------------------------------------------------
@@ -232,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="agent state and BGP peers")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("routes", parents=[common], help="advertised, received or kernel routes")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--advertised", action="store_true", help="what this node announces")
+    view.add_argument("--received", action="store_true", help="what peers sent, with verdicts")
+    view.add_argument(
+        "--programmed", action="store_true", help="l3fabric's routes in the kernel (default)"
+    )
+    p.add_argument("--peer", help="with --received: only this peer")
+    p.add_argument("--prefix", help="only routes inside this prefix")
+    p.set_defaults(func=cmd_routes)
     p = sub.add_parser("reconcile", parents=[common], help="run a reconcile pass now")
     p.set_defaults(func=cmd_reconcile)
 

@@ -11,28 +11,32 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from l3fabric import logs
+from l3fabric.agent.bgp import BgpService, Speaker
 from l3fabric.agent.http import HealthServer
 from l3fabric.agent.loop import WorkLoop
 from l3fabric.agent.metrics import Metrics
 from l3fabric.agent.server import ControlServer, Handler, RequestError
 from l3fabric.agent.workloads import WorkloadManager
+from l3fabric.bgp.exabgp import ExabgpSpeaker
 from l3fabric.config import Config, ConfigError, load_config, restart_required
 from l3fabric.dataplane import Dataplane
 from l3fabric.datastore.base import Datastore
 from l3fabric.ipam import Ipam
-from l3fabric.model import IPNetwork, NodeRecord, Route, RouteKind
+from l3fabric.model import NodeRecord, RouteKind, Workload
 from l3fabric.reconcile import ActualState, DesiredState, apply, plan
 
 log = logging.getLogger(__name__)
 
 # After a failed reconcile the next pass comes sooner than the interval.
 RETRY_AFTER_ERROR = 1.0
+# How long after start readiness waits for every peer (then: at least one).
+READINESS_GRACE = 60.0
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         config_loader: Callable[[str], Config] = load_config,
+        speaker_factory: Callable[[Config], Speaker] | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -67,9 +72,21 @@ class Agent:
         self._http: HealthServer | None = None
         self._last_reconcile: dict[str, Any] = {}
         self._reconcile_pending = False
-        self.learned: dict[IPNetwork, Route] = {}
         self.ipam = self._make_ipam(config)
         self.workloads = self._make_workloads(config)
+        self.bgp: BgpService | None = None
+        if config.bgp.enabled:
+            factory = speaker_factory or _exabgp_speaker
+            self.bgp = BgpService(
+                config,
+                speaker=factory(config),
+                store=store,
+                dataplane=dataplane,
+                loop=self._loop,
+                metrics=metrics,
+                clock=clock,
+                wall_clock=wall_clock,
+            )
 
     # -- construction helpers (no I/O) --------------------------------------
 
@@ -122,6 +139,9 @@ class Agent:
             )
             self._http.start()
         self.reconcile()
+        if self.bgp is not None:
+            self.bgp.start()
+            self._advertise_all()
         self._loop.call_later(cfg.reconcile.interval, self._periodic_reconcile)
         log.info(
             "agent started",
@@ -129,6 +149,8 @@ class Agent:
         )
 
     def stop(self) -> None:
+        if self.bgp is not None:
+            self.bgp.stop()
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -185,6 +207,8 @@ class Agent:
         self.config = new
         self.ipam = self._make_ipam(new)
         self.workloads = self._make_workloads(new)
+        if self.bgp is not None:
+            self.bgp.reconfigure(new)
         logs.setup(new.log.level, new.log.format)
         self._metrics.config_last_reload.set(self._wall_clock())
         log.info("config reloaded", extra={"source": new.source})
@@ -208,7 +232,8 @@ class Agent:
             routes={r.prefix: r for r in self._dataplane.dump_routes()},
             present_netns=frozenset(w.netns for w in workloads if os.path.exists(w.netns)),
         )
-        ops = plan(DesiredState(workloads, dict(self.learned)), actual)
+        learned = self.bgp.learned_routes() if self.bgp is not None else {}
+        ops = plan(DesiredState(workloads, learned), actual)
         result = apply(ops, self._dataplane)
         duration = self._clock() - started
         self._metrics.reconcile_duration.observe(duration)
@@ -225,7 +250,9 @@ class Agent:
                 "reconciled",
                 extra={"repaired": result.by_kind, "orphans": result.orphans, "seconds": duration},
             )
-        self._update_gauges(workloads)
+        self._update_gauges(workloads, len(learned))
+        if self.bgp is not None:
+            self._advertise_all(workloads)
         self._last_reconcile = {
             "at": self._wall_clock(),
             "seconds": round(duration, 6),
@@ -239,15 +266,26 @@ class Agent:
         self._reconcile_pending = False
         self.reconcile()
 
-    def _update_gauges(self, workloads: tuple[Any, ...]) -> None:
+    def _update_gauges(self, workloads: Sequence[Workload], learned: int) -> None:
         m = self._metrics
         m.workloads.set(len(workloads))
         local = sum(len(w.addresses) for w in workloads)
         m.routes_programmed.labels(RouteKind.LOCAL_WORKLOAD.value).set(local)
-        m.routes_programmed.labels(RouteKind.LEARNED.value).set(len(self.learned))
+        m.routes_programmed.labels(RouteKind.LEARNED.value).set(learned)
 
-    def _after_workload_change(self) -> None:
-        self._update_gauges(tuple(self.workloads.list()))
+    def _advertise_all(self, workloads: Sequence[Workload] | None = None) -> None:
+        assert self.bgp is not None
+        if workloads is None:
+            workloads = self.workloads.list()
+        blocks = self.ipam.owned_blocks() if self.config.bgp.advertise == "blocks" else []
+        self.bgp.set_advertisements(workloads, blocks)
+
+    def _after_workload_change(self, added: Workload | None, removed: Workload | None) -> None:
+        if self.bgp is not None:
+            self.bgp.workload_changed(added, removed, self.workloads.list, self.ipam.owned_blocks)
+        delta = (len(added.addresses) if added else 0) - (len(removed.addresses) if removed else 0)
+        self._metrics.workloads.inc(1 if added else -1)
+        self._metrics.routes_programmed.labels(RouteKind.LOCAL_WORKLOAD.value).inc(delta)
 
     # -- probes ------------------------------------------------------------------
 
@@ -258,8 +296,20 @@ class Agent:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
+        """calico-node's rule for BIRD: within a grace period after start all
+        configured peers must be Established; after it, at least one."""
         if not self._last_reconcile:
             return False, "no reconcile pass yet"
+        bgp = self.bgp
+        if bgp is None or bgp.neighbor_count == 0:
+            return True, "ok"
+        if bgp.speaker_pid is None:
+            return False, "ExaBGP is not running"
+        in_grace = self._clock() - self._started_at < READINESS_GRACE
+        if in_grace and not bgp.all_established():
+            return False, "not all BGP peers are Established yet"
+        if not bgp.any_established():
+            return False, "no BGP peer is Established"
         return True, "ok"
 
     # -- control API -------------------------------------------------------------
@@ -273,7 +323,41 @@ class Agent:
             "ipam.check": self._ipam_check,
             "reconcile": lambda p: self.reconcile(),
             "status": lambda p: self.status(),
+            "routes": self._routes,
         }
+
+    def _routes(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view", "programmed")
+        if view == "programmed":
+            routes = sorted(
+                self._dataplane.dump_routes(),
+                key=lambda r: (r.family, int(r.prefix.network_address), r.prefix.prefixlen),
+            )
+            learned = self.bgp.learned_routes() if self.bgp is not None else {}
+            return {
+                "view": view,
+                "routes": [
+                    {
+                        "prefix": str(r.prefix),
+                        "nexthops": [str(nh) for nh in r.nexthops],
+                        "kind": "learned" if r.prefix in learned else "local",
+                    }
+                    for r in routes
+                ],
+            }
+        if self.bgp is None:
+            raise RequestError("invalid", "BGP is disabled on this node")
+        if view == "advertised":
+            return {"view": view, "routes": self.bgp.advertised()}
+        if view == "received":
+            peer = params.get("peer")
+            if peer is not None and not isinstance(peer, str):
+                raise RequestError("invalid", "peer must be an address")
+            try:
+                return {"view": view, "routes": self.bgp.received(peer)}
+            except ValueError:
+                raise RequestError("invalid", f"--peer {peer!r} is not an IP address") from None
+        raise RequestError("invalid", f"unknown routes view {view!r}")
 
     def _workload_add(self, params: dict[str, Any]) -> dict[str, Any]:
         name = _str_param(params, "name")
@@ -313,7 +397,8 @@ class Agent:
             "health_urls": {"livez": f"{http_url}/livez", "readyz": f"{http_url}/readyz"}
             if http_url
             else None,
-            "peers": [],
+            "peers": self.bgp.peer_table() if self.bgp is not None else [],
+            "exabgp_pid": self.bgp.speaker_pid if self.bgp is not None else None,
         }
 
 
@@ -322,3 +407,14 @@ def _str_param(params: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise RequestError("invalid", f"missing or invalid parameter {name!r}")
     return value
+
+
+def _exabgp_speaker(config: Config) -> Speaker:
+    return ExabgpSpeaker(
+        workdir=config.state_dir / "exabgp",
+        router_id=config.node.router_id,
+        local_as=config.node.asn,
+        command=config.bgp.exabgp.command if config.bgp.exabgp.command != "exabgp" else None,
+        port=config.bgp.port,
+        log_level="DEBUG" if config.log.level == "debug" else "INFO",
+    )

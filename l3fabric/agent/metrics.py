@@ -75,3 +75,33 @@ class Metrics:
             "Addresses this node holds in other nodes' blocks",
             registry=r,
         )
+        # BGP
+        self.bgp_session_state = Gauge(
+            "l3fabric_bgp_session_state",
+            "1 for the state each BGP session is in, 0 for the others",
+            ["peer", "state"],
+            registry=r,
+        )
+        self.bgp_session_flaps = Counter(
+            "l3fabric_bgp_session_flaps",
+            "Established sessions that went down",
+            ["peer"],
+            registry=r,
+        )
+        self.bgp_updates_received = Counter(
+            "l3fabric_bgp_updates_received", "UPDATE messages received", ["peer"], registry=r
+        )
+        self.bgp_updates_sent = Counter(
+            "l3fabric_bgp_api_lines_sent",
+            "Announce/withdraw commands written to ExaBGP",
+            registry=r,
+        )
+        self.bgp_max_prefix_teardowns = Counter(
+            "l3fabric_bgp_max_prefix_teardowns",
+            "Sessions torn down for exceeding max-prefix",
+            ["peer"],
+            registry=r,
+        )
+        self.exabgp_restarts = Counter(
+            "l3fabric_exabgp_restarts", "Times ExaBGP was restarted after dying", registry=r
+        )

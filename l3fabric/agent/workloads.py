@@ -30,7 +30,7 @@ class WorkloadManager:
         ipam: Ipam,
         dataplane: Dataplane,
         key_prefix: str = "/l3fabric",
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[Workload | None, Workload | None], None] = lambda added, gone: None,
     ) -> None:
         self._node = node
         self._store = store
@@ -88,7 +88,7 @@ class WorkloadManager:
         log.info(
             "workload added", extra={"workload": name, "addresses": workload.to_dict()["addresses"]}
         )
-        self._on_change()
+        self._on_change(workload, None)
         return workload
 
     def delete(self, name: str) -> Workload:
@@ -103,7 +103,7 @@ class WorkloadManager:
         self._store.delete(self.key(name))
         self._ipam.release(name)
         log.info("workload deleted", extra={"workload": name})
-        self._on_change()
+        self._on_change(None, workload)
         return workload
 
     def _wire(self, workload: Workload, *, release_on_failure: bool) -> None:

@@ -39,6 +39,13 @@ class AgentNode:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-o", "json").stdout)
 
+    def status(self) -> Any:
+        """`status -o json`, whatever its exit code (1 = a peer is not up)."""
+        return json.loads(self.cli("status", "-o", "json", check=False).stdout)
+
+    def peer_states(self) -> dict[str, str]:
+        return {p["peer"]: p["state"] for p in self.status()["peers"]}
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text().splitlines()[-lines:])
@@ -72,16 +79,48 @@ def node_config(
 
 
 def make_node(
-    netns: Namespaces, tmp: Path, name: str, index: int, *, store: Path, **kw: Any
+    netns: Namespaces,
+    tmp: Path,
+    name: str,
+    index: int,
+    *,
+    store: Path,
+    ns: str | None = None,
+    **kw: Any,
 ) -> AgentNode:
-    ns = netns.add(name)
+    """A node namespace and its config. Without `ns`, a fresh namespace with
+    the node's addresses on lo; with it, the caller has set up the underlay
+    and the addresses 198.18.0.INDEX / fd00:198:18::INDEX."""
     ipv4, ipv6 = f"198.18.0.{index}", f"fd00:198:18::{index}"
-    ns_run(ns, ["ip", "addr", "add", f"{ipv4}/32", "dev", "lo"])
-    ns_run(ns, ["ip", "addr", "add", f"{ipv6}/128", "dev", "lo"])
+    if ns is None:
+        ns = netns.add(name)
+        ns_run(ns, ["ip", "addr", "add", f"{ipv4}/32", "dev", "lo"])
+        ns_run(ns, ["ip", "addr", "add", f"{ipv6}/128", "dev", "lo"])
     cfg = node_config(name, ipv4, ipv6, tmp, store=store, **kw)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return AgentNode(name, ns, path, tmp / name / "agent.sock", tmp / f"{name}.log")
+
+
+def underlay(netns: Namespaces, count: int, tag: str = "n") -> list[str]:
+    """`count` node namespaces on one shared segment (a bridge in a switch
+    namespace), node i+1 at 198.18.0.(i+1)/24 and fd00:198:18::(i+1)/64."""
+    switch = netns.add("sw")
+    ns_run(switch, ["ip", "link", "add", "br0", "type", "bridge"])
+    ns_run(switch, ["ip", "link", "set", "br0", "up"])
+    nodes = []
+    for i in range(1, count + 1):
+        ns = netns.add(tag)
+        netns.link(
+            ns,
+            switch,
+            [f"198.18.0.{i}/24", f"fd00:198:18::{i}/64"],
+            [],
+            names=("eth1", f"p{i}"),
+        )
+        ns_run(switch, ["ip", "link", "set", f"p{i}", "master", "br0"])
+        nodes.append(ns)
+    return nodes
 
 
 def start_agent(procs: Processes, node: AgentNode, timeout: float = 20) -> None:

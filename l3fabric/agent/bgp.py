@@ -1,0 +1,570 @@
+"""The agent's BGP side: neighbours, advertisements, learned routes.
+
+ExaBGP is the speaker; this service owns everything ExaBGP forgets:
+- the neighbour set (configured peers plus, in full mesh, every node
+  registered in the datastore), rendered into ExaBGP's config and reloaded;
+- the advertisements, replayed to a peer whenever its session comes up and to
+  everyone after ExaBGP restarts, followed by our own End-of-RIB (ExaBGP runs
+  with manual-eor, so a peer never sweeps our routes before the replay);
+- the RIB-in: events from ExaBGP go through the import policy and best-path
+  selection, and the changes are programmed into the kernel at once.
+
+All methods except the two reader threads run on the agent's work loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from l3fabric.agent.loop import WorkLoop
+from l3fabric.agent.metrics import Metrics
+from l3fabric.bgp import api
+from l3fabric.bgp.events import (
+    BgpEvent,
+    NotificationEvent,
+    PeerState,
+    PeerStateEvent,
+    SpeakerRestarted,
+    UpdateEvent,
+)
+from l3fabric.bgp.exabgp import NeighborSpec
+from l3fabric.bgp.policy import ImportPolicy, PeerInfo
+from l3fabric.bgp.rib import Rib, TearDown
+from l3fabric.config import Config, PeerConfig
+from l3fabric.dataplane import Dataplane
+from l3fabric.datastore.base import Datastore, DatastoreError, WatchCompacted
+from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload, host_prefix
+
+log = logging.getLogger(__name__)
+
+# A peer torn down for exceeding max-prefix stays down this long.
+TEARDOWN_HOLD_DOWN = 60.0
+WATCH_TIMEOUT = 1.0
+
+
+class Speaker(Protocol):
+    """What the service needs of ExaBGP (ExabgpSpeaker; fakes in unit tests)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def set_neighbors(self, neighbors: Iterable[NeighborSpec]) -> bool: ...
+    def send(self, lines: Sequence[str]) -> bool: ...
+    def events(self, timeout: float = 0.0) -> list[BgpEvent]: ...
+    @property
+    def pid(self) -> int | None: ...
+
+
+@dataclass
+class PeerStatus:
+    """What `l3fabric status` shows for one configured neighbour."""
+
+    address: IPAddress
+    kind: str  # mesh | route-reflector | external
+    asn: int
+    name: str
+    state: str = "Idle"
+    since: float = 0.0
+    info: str = ""
+    password: bool = False
+    flaps: int = 0
+    advertised: int = 0
+
+
+@dataclass
+class _Neighbor:
+    spec: NeighborSpec
+    info: PeerInfo
+    status: PeerStatus
+    held_down_until: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BgpService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        speaker: Speaker,
+        store: Datastore,
+        dataplane: Dataplane,
+        loop: WorkLoop,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._speaker = speaker
+        self._store = store
+        self._dataplane = dataplane
+        self._loop = loop
+        self._metrics = metrics
+        self._clock = clock
+        self._wall = wall_clock
+        self._rib = Rib(self._policy(config, ()))
+        self._neighbors: dict[IPAddress, _Neighbor] = {}
+        self._advertised: dict[IPNetwork, IPAddress] = {}  # prefix -> next hop
+        self._local: set[IPAddress] = set()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._expire_scheduled = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._refresh_neighbors()
+        self._speaker.start()
+        for target, name in ((self._pump_events, "bgp-events"), (self._watch_nodes, "bgp-nodes")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._speaker.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config
+        self._rib.set_policy(self._policy(config, self._rib.policy.local_addresses))
+        self._refresh_neighbors()
+
+    # -- what we announce --------------------------------------------------------------
+
+    def set_advertisements(
+        self, workloads: Sequence[Workload], blocks: Sequence[IPNetwork] = ()
+    ) -> None:
+        """The full set (start-up, reconcile, blocks mode): announce what is
+        new or changed, withdraw what is gone."""
+        self._local = {a for w in workloads for a in w.addresses}
+        self._rib.set_local_addresses(self._local)
+        self._update_advertisements(self._wanted_advertisements(workloads, blocks))
+
+    def workload_changed(
+        self,
+        added: Workload | None,
+        removed: Workload | None,
+        workloads: Callable[[], Sequence[Workload]],
+        blocks: Callable[[], Sequence[IPNetwork]],
+    ) -> None:
+        """One workload came or went: in per-workload mode only its own
+        prefixes change, so this stays O(1) in the number of workloads."""
+        if self._config.bgp.advertise == "blocks":
+            self.set_advertisements(workloads(), blocks())
+            return
+        wanted = dict(self._advertised)
+        if removed is not None:
+            self._local.difference_update(removed.addresses)
+            for address in removed.addresses:
+                wanted.pop(host_prefix(address), None)
+        if added is not None:
+            self._local.update(added.addresses)
+            wanted.update(self._wanted_advertisements([added], ()))
+        self._rib.set_local_addresses(self._local)
+        self._update_advertisements(wanted)
+
+    def _update_advertisements(self, wanted: dict[IPNetwork, IPAddress]) -> None:
+        removed = [p for p in self._advertised if p not in wanted]
+        changed = {p: nh for p, nh in wanted.items() if self._advertised.get(p) != nh}
+        self._advertised = wanted
+        lines: list[str] = []
+        for version in (4, 6):
+            peers = self._peers_of(version)
+            if not peers:
+                continue
+            gone = [p for p in removed if p.version == version]
+            if gone:
+                lines += api.withdraw(peers, gone)
+            lines += self._announce_lines(
+                peers, {p: nh for p, nh in changed.items() if p.version == version}
+            )
+        if lines:
+            self._send(lines)
+        self._program_learned()  # local addresses may have re-judged learned routes
+        self._update_advertised_counts()
+
+    def _wanted_advertisements(
+        self, workloads: Sequence[Workload], blocks: Sequence[IPNetwork]
+    ) -> dict[IPNetwork, IPAddress]:
+        node = self._config.node
+        next_hops: dict[int, IPAddress | None] = {4: node.ipv4, 6: node.ipv6}
+        wanted: dict[IPNetwork, IPAddress] = {}
+        if self._config.bgp.advertise == "blocks":
+            for block in blocks:
+                nh = next_hops[block.version]
+                if nh is not None:
+                    wanted[block] = nh
+        for workload in workloads:
+            for address in workload.addresses:
+                nh = next_hops[address.version]
+                if nh is None:
+                    continue
+                if self._config.bgp.advertise == "blocks" and any(address in b for b in blocks):
+                    continue  # covered by our own block announcement
+                wanted[host_prefix(address)] = nh
+        return wanted
+
+    @staticmethod
+    def _announce_lines(
+        peers: Sequence[IPAddress], routes: dict[IPNetwork, IPAddress]
+    ) -> list[str]:
+        by_next_hop: dict[IPAddress, list[IPNetwork]] = {}
+        for prefix, nh in routes.items():
+            by_next_hop.setdefault(nh, []).append(prefix)
+        lines: list[str] = []
+        for nh, prefixes in by_next_hop.items():
+            lines += api.announce(peers, nh, prefixes)
+        return lines
+
+    def _replay(self, peers: Sequence[IPAddress]) -> None:
+        """Everything we advertise, to these peers, then End-of-RIB."""
+        lines: list[str] = []
+        for version in (4, 6):
+            targets = [p for p in peers if p.version == version]
+            if not targets:
+                continue
+            routes = {p: nh for p, nh in self._advertised.items() if p.version == version}
+            lines += self._announce_lines(targets, routes)
+            lines.append(api.eor(targets, version))
+        if lines:
+            self._send(lines)
+
+    def _send(self, lines: list[str]) -> None:
+        if self._speaker.send(lines):
+            self._metrics.bgp_updates_sent.inc(len(lines))
+        else:
+            # ExaBGP is not connected; SpeakerRestarted will trigger a replay.
+            log.debug("speaker not connected, %d lines deferred to replay", len(lines))
+
+    def _peers_of(self, version: int) -> list[IPAddress]:
+        now = self._clock()
+        return sorted(
+            (
+                a
+                for a, n in self._neighbors.items()
+                if a.version == version and n.held_down_until <= now
+            ),
+            key=int,
+        )
+
+    # -- neighbours --------------------------------------------------------------
+
+    def _refresh_neighbors(self) -> None:
+        cfg = self._config
+        wanted: dict[IPAddress, tuple[NeighborSpec, PeerInfo, str]] = {}
+        if cfg.bgp.mesh:
+            for record in self._node_records():
+                if record.name == cfg.node.name:
+                    continue
+                for peer_addr, local in (
+                    (record.ipv4, cfg.node.ipv4),
+                    (record.ipv6, cfg.node.ipv6),
+                ):
+                    if peer_addr is None or local is None:
+                        continue
+                    name = f"mesh-{record.name}-v{peer_addr.version}"
+                    wanted[peer_addr] = self._neighbor(peer_addr, record.asn, local, name, "mesh")
+        for peer in cfg.bgp.peers:
+            local = peer.local_address or (
+                cfg.node.ipv4 if peer.address.version == 4 else cfg.node.ipv6
+            )
+            if local is None:
+                log.error("no local address of the family of peer %s", peer.address)
+                continue
+            wanted[peer.address] = self._neighbor(
+                peer.address, peer.asn, local, _peer_name(peer), peer.role, peer
+            )
+        now = self._clock()
+        for address in list(self._neighbors):
+            if address not in wanted:
+                del self._neighbors[address]
+        for address, (spec, info, kind) in wanted.items():
+            current = self._neighbors.get(address)
+            if current is None:
+                status = PeerStatus(address, kind, info.asn, spec.name, since=now)
+                status.password = spec.md5_password is not None
+                self._neighbors[address] = _Neighbor(spec, info, status)
+            else:
+                current.spec, current.info = spec, info
+        self._rib.set_peers([n.info for n in self._neighbors.values()])
+        active = [n.spec for n in self._neighbors.values() if n.held_down_until <= now]
+        if self._speaker.set_neighbors(active):
+            log.info(
+                "bgp neighbours changed", extra={"neighbors": [str(s.peer_address) for s in active]}
+            )
+        self._program_learned()
+
+    def _neighbor(
+        self,
+        address: IPAddress,
+        asn: int,
+        local: IPAddress,
+        name: str,
+        kind: str,
+        peer: PeerConfig | None = None,
+    ) -> tuple[NeighborSpec, PeerInfo, str]:
+        bgp = self._config.bgp
+        gr_enabled = bgp.graceful_restart.enabled
+        if peer is not None and peer.graceful_restart is not None:
+            gr_enabled = peer.graceful_restart
+        gr = bgp.graceful_restart.restart_time if gr_enabled else None
+        spec = NeighborSpec(
+            peer_address=address,
+            peer_as=asn,
+            local_address=local,
+            name=name,
+            local_as=self._config.node.asn,
+            router_id=self._config.node.router_id,
+            families=("ipv4",) if address.version == 4 else ("ipv6",),
+            hold_time=(peer.hold_time if peer and peer.hold_time is not None else bgp.hold_time),
+            passive=bool(peer and peer.passive),
+            md5_password=peer.password if peer else None,
+            multihop_ttl=peer.multihop if peer else None,
+            graceful_restart=gr,
+        )
+        info = PeerInfo(
+            address=address,
+            kind=kind,  # type: ignore[arg-type]
+            asn=asn,
+            local_asn=self._config.node.asn,
+            graceful_restart_time=float(gr) if gr else None,
+        )
+        return spec, info, kind
+
+    def _node_records(self) -> list[NodeRecord]:
+        records = []
+        for kv in self._store.list(f"{self._config.datastore.prefix}/nodes/"):
+            try:
+                records.append(NodeRecord.from_dict(json.loads(kv.value)))
+            except (ValueError, KeyError, AssertionError) as exc:
+                log.warning("ignoring bad node record %s: %s", kv.key, exc)
+        return records
+
+    def _watch_nodes(self) -> None:
+        """Mesh membership follows the datastore's node records."""
+        prefix = f"{self._config.datastore.prefix}/nodes/"
+        revision = self._store.revision()
+        while not self._stopping.is_set():
+            try:
+                revision, events = self._store.watch(prefix, revision, WATCH_TIMEOUT)
+                changed = bool(events)
+            except WatchCompacted:
+                # History is gone: relist everything, which refresh does.
+                revision, changed = self._store.revision(), True
+            except DatastoreError as exc:
+                log.warning("node watch failed: %s", exc)
+                self._stopping.wait(WATCH_TIMEOUT)
+                continue
+            if changed and self._config.bgp.mesh:
+                self._loop.submit(self._refresh_neighbors)
+
+    # -- events from ExaBGP ------------------------------------------------------------
+
+    def _pump_events(self) -> None:
+        """Hands ExaBGP's events to the loop in batches; never blocks on anything
+        but the speaker's queue, so ExaBGP's output is always drained."""
+        while not self._stopping.is_set():
+            events = self._speaker.events(timeout=0.5)
+            if events:
+                self._loop.submit(functools.partial(self.handle_events, events))
+
+    def handle_events(self, events: Sequence[BgpEvent]) -> None:
+        now = self._clock()
+        for event in events:
+            if isinstance(event, SpeakerRestarted):
+                if event.generation > 1:
+                    self._metrics.exabgp_restarts.inc()
+                for each in self._neighbors.values():
+                    self._set_state(each, "Active", "speaker restarted", now)
+                self._replay(self._peers_of(4) + self._peers_of(6))
+            elif isinstance(event, PeerStateEvent):
+                self._on_peer_state(event, now)
+            elif isinstance(event, NotificationEvent):
+                peer = self._neighbors.get(event.peer)
+                if peer is not None:
+                    peer.status.info = f"notification {event.direction}: {event.message}"
+            elif isinstance(event, UpdateEvent):
+                self._metrics.bgp_updates_received.labels(str(event.peer)).inc()
+            for action in self._rib.apply(event, now):
+                if isinstance(action, TearDown):
+                    self._tear_down(action, now)
+        self._program_learned()
+        self._schedule_expiry()
+
+    def _on_peer_state(self, event: PeerStateEvent, now: float) -> None:
+        neighbor = self._neighbors.get(event.peer)
+        if neighbor is None:
+            return
+        if event.state is PeerState.UP:
+            self._set_state(neighbor, "Established", "", now)
+            self._replay([event.peer])
+        elif event.state is PeerState.CONNECTED:
+            self._set_state(neighbor, "OpenSent", "", now)
+        else:
+            was_up = neighbor.status.state == "Established"
+            self._set_state(neighbor, "Active", event.reason or "session down", now)
+            if was_up:
+                neighbor.status.flaps += 1
+                self._metrics.bgp_session_flaps.labels(str(event.peer)).inc()
+
+    def _set_state(self, neighbor: _Neighbor, state: str, info: str, now: float) -> None:
+        status = neighbor.status
+        if status.state != state:
+            status.since = now
+            status.state = state
+        if info or state == "Established":
+            status.info = info
+        for candidate in ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"):
+            self._metrics.bgp_session_state.labels(str(status.address), candidate).set(
+                1 if candidate == state else 0
+            )
+
+    def _tear_down(self, action: TearDown, now: float) -> None:
+        neighbor = self._neighbors.get(action.peer)
+        if neighbor is None:
+            return
+        log.warning(
+            "tearing down bgp session", extra={"peer": str(action.peer), "reason": action.reason}
+        )
+        self._metrics.bgp_max_prefix_teardowns.labels(str(action.peer)).inc()
+        neighbor.held_down_until = now + TEARDOWN_HOLD_DOWN
+        self._set_state(
+            neighbor, "Idle", f"{action.reason}; held down {TEARDOWN_HOLD_DOWN:.0f}s", now
+        )
+        # ExaBGP has no API to disable one neighbour: leave it out of the
+        # config until the hold-down ends, then let it back in.
+        self._speaker.set_neighbors(
+            n.spec for n in self._neighbors.values() if n.held_down_until <= now
+        )
+        self._loop.call_later(TEARDOWN_HOLD_DOWN, lambda: self._release(action.peer))
+
+    def _release(self, peer: IPAddress) -> None:
+        neighbor = self._neighbors.get(peer)
+        if neighbor is None:
+            return
+        neighbor.held_down_until = 0.0
+        self._rib.reset_peer(peer)
+        self._refresh_neighbors()
+
+    def _schedule_expiry(self) -> None:
+        deadline = self._rib.next_deadline()
+        if deadline is None or self._expire_scheduled:
+            return
+        self._expire_scheduled = True
+
+        def expire() -> None:
+            self._expire_scheduled = False
+            self._rib.expire(self._clock())
+            self._program_learned()
+            self._schedule_expiry()
+
+        self._loop.call_later(max(0.0, deadline - self._clock()), expire)
+
+    # -- learned routes -> kernel -----------------------------------------------------------
+
+    def _program_learned(self) -> None:
+        changes = self._rib.take_changes()
+        if not changes:
+            return
+        started = self._clock()
+        failures = self._dataplane.program(changes.replace, changes.delete)
+        self._metrics.program_batch_seconds.observe(self._clock() - started)
+        for failure in failures:
+            log.warning(
+                "programming learned route failed",
+                extra={"prefix": str(failure.route_prefix), "error": failure.message},
+            )
+        if failures:
+            # The next reconcile pass retries them: learned routes are part
+            # of its desired state.
+            self._metrics.reconcile_errors.inc(len(failures))
+
+    def learned_routes(self) -> dict[IPNetwork, Route]:
+        return self._rib.best_routes()
+
+    # -- views for the CLI and metrics ---------------------------------------------------------
+
+    def _update_advertised_counts(self) -> None:
+        for neighbor in self._neighbors.values():
+            count = sum(1 for p in self._advertised if p.version == neighbor.status.address.version)
+            neighbor.status.advertised = count
+
+    def peer_table(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        stats = self._rib.stats()
+        rows = []
+        for address in sorted(self._neighbors, key=lambda a: (a.version, int(a))):
+            neighbor = self._neighbors[address]
+            status = neighbor.status
+            rib = stats.get(address)
+            info = status.info
+            if not info and status.state != "Established" and status.password:
+                info = "no session yet (MD5 password mismatch or peer unreachable?)"
+            rows.append(
+                {
+                    "peer": str(address),
+                    "name": status.name,
+                    "type": status.kind,
+                    "asn": status.asn,
+                    "state": status.state,
+                    "since_seconds": round(now - status.since, 1),
+                    "received": rib.received if rib else 0,
+                    "accepted": rib.accepted if rib else 0,
+                    "rejected": dict(rib.rejected) if rib else {},
+                    "advertised": status.advertised if status.state == "Established" else 0,
+                    "flaps": status.flaps,
+                    "info": info,
+                }
+            )
+        return rows
+
+    def advertised(self) -> list[dict[str, str]]:
+        return [
+            {"prefix": str(p), "next_hop": str(nh)}
+            for p, nh in sorted(
+                self._advertised.items(), key=lambda i: (i[0].version, int(i[0].network_address))
+            )
+        ]
+
+    def received(self, peer: str | None = None) -> list[dict[str, object]]:
+        address = ipaddress.ip_address(peer) if peer else None
+        return [r.to_dict() for r in self._rib.received(address)]
+
+    def all_established(self) -> bool:
+        return all(n.status.state == "Established" for n in self._neighbors.values())
+
+    def any_established(self) -> bool:
+        return any(n.status.state == "Established" for n in self._neighbors.values())
+
+    @property
+    def neighbor_count(self) -> int:
+        return len(self._neighbors)
+
+    @property
+    def speaker_pid(self) -> int | None:
+        return self._speaker.pid
+
+    @staticmethod
+    def _policy(config: Config, local: Iterable[IPAddress]) -> ImportPolicy:
+        imp = config.bgp.import_policy
+        node = config.node
+        return ImportPolicy(
+            allow_default=imp.allow_default,
+            allow_outside_pools=imp.allow_outside_pools,
+            allowed_prefixes=imp.allowed_prefixes,
+            max_prefixes=imp.max_prefixes,
+            pools=tuple(p.cidr for p in config.pools),
+            local_addresses=frozenset(local),
+            node_addresses=tuple(a for a in (node.ipv4, node.ipv6) if a is not None),
+        )
+
+
+def _peer_name(peer: PeerConfig) -> str:
+    return peer.name.replace(":", "-").replace(".", "-")

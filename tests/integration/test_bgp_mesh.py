@@ -1,0 +1,151 @@
+"""Full mesh over real ExaBGP: workloads on two nodes reach each other over
+routes learned by BGP, with no encapsulation and no NAT."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.agentlab import AgentNode, make_node, start_agent, underlay
+from tests.nettools import Namespaces, Processes, ns_run, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def ok(ns: str, *cmd: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True).returncode == 0
+
+
+def proto76(ns: str, family: str) -> str:
+    return ns_run(ns, ["ip", family, "route", "show", "proto", "76"])
+
+
+def learned(ns: str, address: str) -> bool:
+    """Whether `address` has a route via a gateway (learned) on this node."""
+    family = "-6" if ":" in address else "-4"
+    return any(
+        line.split()[0] in (address, f"{address}/128") and " via " in line
+        for line in proto76(ns, family).splitlines()
+    )
+
+
+@pytest.fixture
+def mesh(netns: Namespaces, procs: Processes, tmp_path: Path) -> list[AgentNode]:
+    store = tmp_path / "store"
+    nodes = []
+    for i, ns in enumerate(underlay(netns, 2), start=1):
+        node = make_node(
+            netns,
+            tmp_path,
+            f"node{i}",
+            i,
+            store=store,
+            ns=ns,
+            extra={"bgp": {"mesh": True, "hold_time": 9, "keepalive": 3}},
+        )
+        nodes.append(node)
+    for node in nodes:
+        start_agent(procs, node)
+    for node in nodes:
+        wait_for(
+            lambda n=node: (
+                all(p["state"] == "Established" for p in n.status()["peers"])
+                and len(n.status()["peers"]) == 2
+            ),
+            timeout=30,
+            what=f"{node.name} sessions Established",
+        )
+    return nodes
+
+
+def test_workloads_on_two_nodes_reach_each_other(mesh: list[AgentNode], netns: Namespaces) -> None:
+    a, b = mesh
+    wa, wb = netns.add("wa"), netns.add("wb")
+    addr_a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"]
+    addr_b = b.cli_json("workload", "add", "wb", "--netns", wb)["addresses"]
+    v4a, v6a = addr_a
+    v4b, v6b = addr_b
+
+    wait_for(
+        lambda: f"{v4a} via 198.18.0.1" in proto76(b.netns, "-4"),
+        timeout=10,
+        what="v4 route learned on b",
+    )
+    wait_for(
+        lambda: f"{v6a} via fd00:198:18::1" in proto76(b.netns, "-6"),
+        timeout=10,
+        what="v6 route learned on b",
+    )
+    for src, dst in ((wa, v4b), (wa, v6b), (wb, v4a), (wb, v6a)):
+        wait_for(
+            lambda s=src, d=dst: ok(s, "ping", "-c", "1", "-W", "1", d),
+            timeout=10,
+            what=f"ping {dst}",
+        )
+    # Each node reaches the other's workloads too.
+    assert ok(a.netns, "ping", "-c", "1", "-W", "1", v4b)
+
+    advertised = {r["prefix"] for r in a.cli_json("routes", "--advertised")["routes"]}
+    assert advertised == {f"{v4a}/32", f"{v6a}/128"}
+    received = b.cli_json("routes", "--received", "--peer", "198.18.0.1")["routes"]
+    assert {(r["prefix"], r["next_hop"], r["accepted"]) for r in received} == {
+        (f"{v4a}/32", "198.18.0.1", True)
+    }
+    peers = {p["peer"]: p for p in b.status()["peers"]}
+    assert peers["198.18.0.1"]["received"] == 1 and peers["198.18.0.1"]["advertised"] == 1
+
+    a.cli("workload", "del", "wa")
+    wait_for(lambda: not learned(b.netns, v4a), timeout=10, what="route withdrawn on b")
+    wait_for(lambda: not learned(b.netns, v6a), timeout=10, what="v6 withdrawn on b")
+
+
+def test_exabgp_killed_is_restarted_and_routes_come_back(
+    mesh: list[AgentNode], netns: Namespaces
+) -> None:
+    a, b = mesh
+    wa = netns.add("wa")
+    v4a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"][0]
+    wait_for(lambda: learned(b.netns, v4a), timeout=10, what="learned")
+    pid = a.status()["exabgp_pid"]
+    assert pid
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    wait_for(
+        lambda: a.status()["exabgp_pid"] not in (None, pid), timeout=20, what="ExaBGP restarted"
+    )
+    wait_for(
+        lambda: all(p["state"] == "Established" for p in a.status()["peers"]),
+        timeout=30,
+        what="sessions back",
+    )
+    wait_for(lambda: learned(b.netns, v4a), timeout=20, what="route back on b")
+
+
+def test_agent_restart_keeps_routes_on_peer(
+    mesh: list[AgentNode], netns: Namespaces, procs: Processes
+) -> None:
+    """Graceful restart: b keeps a's routes while a's agent restarts."""
+    a, b = mesh
+    wa = netns.add("wa")
+    v4a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"][0]
+    wait_for(lambda: learned(b.netns, v4a), timeout=10, what="learned")
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGTERM)
+    a.proc.wait(timeout=15)
+    wait_for(
+        lambda: all(p["state"] != "Established" for p in b.status()["peers"]),
+        timeout=15,
+        what="b saw the sessions drop",
+    )
+    assert learned(b.netns, v4a), "b dropped a's route instead of keeping it as stale"
+    received = b.cli_json("routes", "--received", "--peer", "198.18.0.1")["routes"]
+    assert [r["stale"] for r in received] == [True]
+    start_agent(procs, a)
+    wait_for(
+        lambda: all(p["state"] == "Established" for p in b.status()["peers"]),
+        timeout=30,
+        what="b's sessions back",
+    )
+    assert learned(b.netns, v4a)
