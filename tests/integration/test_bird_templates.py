@@ -15,13 +15,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from l3fabric.bgp.bird import BirdConfig, BirdPeer, BirdRange, BirdRole, render
+from l3fabric.bgp.bird import BirdConfig, BirdPeer, BirdRange, BirdRole
 from l3fabric.model import RTPROT_L3FABRIC, host_iface_name
+from tests.integration.birdlab import lan, start_bird
 from tests.nettools import Namespaces, Processes, ns_run, run, wait_for
 
 pytestmark = [
@@ -36,57 +36,6 @@ ip = ipaddress.ip_address
 net = ipaddress.ip_network
 FABRIC = (net("100.64.0.0/16"), net("fd00:64::/48"), net("198.18.0.0/15"))
 SESSION_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Bird:
-    netns: str
-    socket: str
-    log: Path
-
-    def cli(self, *args: str, check: bool = True) -> str:
-        # birdc exits 1 for an empty answer ("Network not found").
-        return run(["birdc", "-s", self.socket, *args], check=check)
-
-    def established(self) -> set[str]:
-        names = set()
-        for line in self.cli("show", "protocols").splitlines():
-            fields = line.split()
-            if len(fields) >= 6 and fields[1] == "BGP" and "Established" in fields[5:]:
-                names.add(fields[0])
-        return names
-
-
-def start_bird(procs: Processes, netns: str, cfg: BirdConfig, tmp_path: Path, tag: str) -> Bird:
-    log = tmp_path / f"{tag}.log"
-    conf = tmp_path / f"{tag}.conf"
-    socket = str(tmp_path / f"{tag}.ctl")
-    conf.write_text(render(_with_log(cfg, log)))
-    procs.start(
-        ["bird", "-f", "-c", str(conf), "-s", socket, "-P", str(tmp_path / f"{tag}.pid")],
-        netns=netns,
-        log_path=str(tmp_path / f"{tag}.out"),
-    )
-    bird = Bird(netns, socket, log)
-    wait_for(lambda: "Daemon is up" in bird.cli("show", "status"), what=f"{tag} BIRD to start")
-    return bird
-
-
-def _with_log(cfg: BirdConfig, log: Path) -> BirdConfig:
-    values = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-    values["log_file"] = PurePosixPath(str(log))
-    return BirdConfig(**values)
-
-
-def lan(netns: Namespaces, members: list[tuple[str, list[str]]]) -> str:
-    """One bridge (in its own namespace) with each member's eth1 plugged in."""
-    switch = netns.add("sw")
-    ns_run(switch, ["ip", "link", "add", "br0", "type", "bridge"])
-    ns_run(switch, ["ip", "link", "set", "br0", "up"])
-    for i, (member, addrs) in enumerate(members):
-        netns.link(member, switch, addrs, (), names=("eth1", f"p{i}"))
-        ns_run(switch, ["ip", "link", "set", f"p{i}", "master", "br0"])
-    return switch
 
 
 def add_workload_routes(node: str, workload: str, prefixes: list[str]) -> str:
