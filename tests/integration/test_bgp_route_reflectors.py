@@ -30,7 +30,7 @@ def ok(ns: str, *cmd: str) -> bool:
 
 
 def reflector(name: str) -> BirdConfig:
-    v4, v6 = RR[name]
+    v4, _v6 = RR[name]
     other = next(n for n in RR if n != name)
     return BirdConfig(
         role=BirdRole.ROUTE_REFLECTOR,
