@@ -1,0 +1,216 @@
+"""`l3fabric lab`: run containerlab topology files on network namespaces.
+
+Real containerlab runs the same files with Docker; this runner needs only
+root, iproute2, util-linux (nsenter, unshare) and the daemons. See docs/lab.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def _lab(args: argparse.Namespace) -> Any:
+    from l3fabric.lab.deploy import Lab
+    from l3fabric.lab.paths import LAB_ROOT, LabPaths
+    from l3fabric.lab.topology import load_topology
+
+    root = Path(args.lab_root) if args.lab_root else LAB_ROOT
+    topology = load_topology(args.file, name=args.name, lab_root=root)
+    return Lab(topology, LabPaths(root, topology.name))
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from l3fabric.lab.deploy import deploy, inspect
+
+    lab = _lab(args)
+    started = time.monotonic()
+    _progress(f"deploying lab {lab.name} from {lab.topology.path}")
+    deploy(lab, workloads=args.workloads, progress=_progress)
+    _progress(f"lab {lab.name} deployed in {time.monotonic() - started:.1f}s")
+    print(_inspect_table(inspect(lab)))
+    return EXIT_OK
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from l3fabric.lab.deploy import destroy
+
+    lab = _lab(args)
+    started = time.monotonic()
+    removed = destroy(lab, progress=_progress)
+    _progress(
+        f"lab {lab.name} destroyed in {time.monotonic() - started:.1f}s"
+        if removed
+        else f"lab {lab.name}: nothing to remove"
+    )
+    return EXIT_OK
+
+
+def _inspect_table(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ("NODE", "NETNS", "KIND", "IMAGE", "RUNS", "STATE", "ADDRESSES", "PID"),
+        [
+            (
+                r["node"],
+                r["netns"],
+                r["kind"],
+                r["image"],
+                r["runs"],
+                r["state"],
+                ", ".join(r["addresses"]) or "-",
+                r["pid"] or "-",
+            )
+            for r in rows
+        ],
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from l3fabric.lab.deploy import inspect
+
+    rows = inspect(_lab(args))
+    if args.output == "json":
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        print(_inspect_table(rows))
+    return EXIT_OK if all(r["state"] == "running" for r in rows) else EXIT_FAIL
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from l3fabric.lab.deploy import exec_in_node
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError("lab exec: give a command after --")
+    return exec_in_node(_lab(args), args.node, command)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from l3fabric.lab.verify import render_report, verify
+
+    lab = _lab(args)
+    report = verify(lab, parallel=args.parallel, timeout=args.timeout, progress=_progress)
+    if args.output == "json":
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(render_report(report))
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from l3fabric.lab.graph import collect, render_svg
+
+    lab = _lab(args)
+    fabric = collect(lab)
+    svg = render_svg(fabric)
+    if args.output_file == "-":
+        sys.stdout.write(svg)
+    else:
+        Path(args.output_file).write_text(svg)
+        up = sum(1 for s in fabric.sessions if s.established)
+        print(
+            f"wrote {args.output_file}: {len(fabric.nodes)} nodes, {len(fabric.links)} links, "
+            f"{len(fabric.sessions)} BGP sessions ({up} established)"
+        )
+    return EXIT_OK
+
+
+def _handled(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Lab errors become messages and exit codes here, so that whichever
+    parser calls the command (l3fabric's or main() below) prints them the
+    same way: every topology problem on its own line, exit 2; a failed step, 1."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from l3fabric.lab.runtime import LabError
+        from l3fabric.lab.topology import TopologyError
+
+        try:
+            return func(args)
+        except TopologyError as exc:
+            for line in exc.errors:
+                print(line, file=sys.stderr)
+            return EXIT_USAGE
+        except LabError as exc:
+            if getattr(args, "debug", False):
+                raise
+            print(f"l3fabric lab: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+
+    return wrapper
+
+
+def register(subparsers: Any) -> None:
+    """Add `lab` and its subcommands to the l3fabric parser."""
+    lab = subparsers.add_parser(
+        "lab", help="run containerlab topologies on network namespaces"
+    ).add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("file", help="containerlab topology file (*.clab.yml)")
+    common.add_argument("--name", help="lab name instead of the file's name: (labs side by side)")
+    common.add_argument("--lab-root", help=argparse.SUPPRESS)
+
+    p = lab.add_parser("deploy", parents=[common], help="create the lab's namespaces and daemons")
+    p.add_argument("--workloads", type=int, default=0, metavar="N", help="workloads per node")
+    p.set_defaults(func=_handled(cmd_deploy))
+    p = lab.add_parser("destroy", parents=[common], help="remove everything the lab made")
+    p.set_defaults(func=_handled(cmd_destroy))
+    p = lab.add_parser("inspect", parents=[common], help="nodes, state, addresses, pids")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=_handled(cmd_inspect))
+    p = lab.add_parser("exec", parents=[common], help="run a command inside a node")
+    p.add_argument("node")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(func=_handled(cmd_exec))
+    p = lab.add_parser("verify", parents=[common], help="check the network rules with packets")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--parallel", type=int, default=8, help="probes at once (default 8)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (default 3)")
+    p.set_defaults(func=_handled(cmd_verify))
+    p = lab.add_parser("graph", parents=[common], help="draw nodes, links and BGP sessions (SVG)")
+    p.add_argument("-o", dest="output_file", default="fabric.svg", help="SVG file, - for stdout")
+    p.set_defaults(func=_handled(cmd_graph))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="l3fabric")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except (ValueError, KeyError) as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"l3fabric: {message}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""What runs in a node, by image kind: how to start it, when it is up, and
+which BGP sessions it has.
+
+| image name contains | runs                                                        |
+|---------------------|-------------------------------------------------------------|
+| l3fabric            | `l3fabric agent --config /etc/l3fabric/node.yaml`           |
+| bird                | `bird -f -c /etc/bird/bird.conf -s /run/bird/bird.ctl`      |
+| frr                 | zebra, the daemons set to yes in /etc/frr/daemons, staticd, |
+|                     | then `vtysh -b` (what the FRR image's start script does)    |
+| anything else       | nothing (a plain host)                                      |
+
+Each node has its own /run, so the tools' default paths work inside
+`lab exec` (birdc, vtysh, `l3fabric status`) without flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from l3fabric import control
+from l3fabric.lab.paths import LabPaths
+from l3fabric.lab.runtime import (
+    LabError,
+    MountPlan,
+    ProcessRecord,
+    in_node,
+    log_tail,
+    process_start_time,
+    run,
+    spawn,
+)
+from l3fabric.lab.topology import ImageKind, Node
+
+AGENT_CONFIG = "/etc/l3fabric/node.yaml"
+AGENT_STATE = PurePosixPath("/var/lib/l3fabric")
+L3FABRIC_CLI = (sys.executable, "-m", "l3fabric.cli")
+BIRD_SOCKET = "/run/bird/bird.ctl"
+FRR_DIR = Path("/usr/lib/frr")
+# FRR starts these whatever the daemons file says (as frrinit.sh does).
+FRR_ALWAYS = ("zebra", "staticd")
+FRR_DEFAULT_OPTIONS = {"zebra": "-A 127.0.0.1 -s 90000000"}
+
+PRIVATE_DIRS: dict[ImageKind, tuple[PurePosixPath, ...]] = {
+    ImageKind.L3FABRIC: (AGENT_STATE,),
+}
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    node: Node
+    paths: LabPaths
+    holder: int
+    plan: MountPlan
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.node_run(self.node.name)
+
+    def host_path(self, inside: PurePosixPath) -> Path | None:
+        """The host path of a path inside the node, when a bind or the
+        node's /run provides it."""
+        run_root = PurePosixPath("/run")
+        if run_root in inside.parents:
+            return self.run_dir.joinpath(*inside.parts[2:])
+        best = None
+        for bind in self.plan.binds:
+            if (bind.target == inside or bind.target in inside.parents) and (
+                best is None or len(bind.target.parts) > len(best.target.parts)
+            ):
+                best = bind
+        if best is None:
+            return None
+        return best.source.joinpath(*inside.parts[len(best.target.parts) :])
+
+
+@dataclass(frozen=True)
+class Session:
+    """A BGP session as one end reports it."""
+
+    node: str
+    peer_address: str
+    state: str
+    name: str = ""
+
+    @property
+    def established(self) -> bool:
+        return self.state.lower() == "established"
+
+
+# -- starting ----------------------------------------------------------------------
+
+
+def prepare(ctx: NodeContext) -> None:
+    """Host-side directories the daemons need in the node's /run."""
+    kind = ctx.node.image_kind
+    if kind is ImageKind.BIRD:
+        (ctx.run_dir / "bird").mkdir(parents=True, exist_ok=True)
+    elif kind is ImageKind.FRR:
+        frr_run = ctx.run_dir / "frr"
+        frr_run.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(KeyError):
+            os.chown(frr_run, pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid)
+
+
+def start(ctx: NodeContext) -> list[ProcessRecord]:
+    kind = ctx.node.image_kind
+    env = dict(ctx.node.env)
+    if kind is ImageKind.L3FABRIC:
+        return [_spawn(ctx, "agent", [*L3FABRIC_CLI, "agent", "--config", AGENT_CONFIG], env)]
+    if kind is ImageKind.BIRD:
+        argv = [
+            "bird",
+            "-f",
+            "-c",
+            "/etc/bird/bird.conf",
+            "-s",
+            BIRD_SOCKET,
+            "-P",
+            "/run/bird/bird.pid",
+        ]
+        return [_spawn(ctx, "bird", argv, env)]
+    if kind is ImageKind.FRR:
+        return _start_frr(ctx, env)
+    return []
+
+
+def _spawn(ctx: NodeContext, what: str, argv: list[str], env: dict[str, str]) -> ProcessRecord:
+    log_path = ctx.paths.log(ctx.node.name, what)
+    proc = spawn(in_node(ctx.holder, argv), log_path, env)
+    start_time = None
+    deadline = time.monotonic() + 5
+    while start_time is None and time.monotonic() < deadline:
+        start_time = process_start_time(proc.pid)
+        if start_time is None and proc.poll() is not None:
+            break
+    if start_time is None:
+        raise LabError(f"node {ctx.node.name}: {what} exited at once:\n{log_tail(log_path)}")
+    return ProcessRecord(ctx.node.name, what, proc.pid, start_time, str(log_path))
+
+
+def frr_daemons(daemons_file: Path | None) -> list[tuple[str, list[str]]]:
+    """(daemon, options) to start, zebra first, from an FRR daemons file."""
+    enabled: list[str] = []
+    options = dict(FRR_DEFAULT_OPTIONS)
+    text = ""
+    if daemons_file is not None:
+        try:
+            text = daemons_file.read_text()
+        except OSError as exc:
+            raise LabError(f"cannot read the FRR daemons file {daemons_file}: {exc}") from None
+    for line in text.splitlines():
+        match = re.match(r"^\s*([a-z0-9]+d|zebra)(_options)?\s*=\s*(.*?)\s*$", line)
+        if not match:
+            continue
+        name, is_options, value = match.groups()
+        value = value.strip("\"'")
+        if is_options:
+            options[name] = value
+        elif value == "yes" and name not in enabled:
+            enabled.append(name)
+    order = ["zebra"] + [d for d in enabled if d not in FRR_ALWAYS] + ["staticd"]
+    return [
+        (d, shlex.split(options.get(d, "-A 127.0.0.1"))) for d in order if (FRR_DIR / d).exists()
+    ]
+
+
+def _start_frr(ctx: NodeContext, env: dict[str, str]) -> list[ProcessRecord]:
+    daemons_file = ctx.host_path(PurePosixPath("/etc/frr/daemons")) or Path("/etc/frr/daemons")
+    records = []
+    for daemon, options in frr_daemons(daemons_file if daemons_file.exists() else None):
+        records.append(_spawn(ctx, f"frr-{daemon}", [str(FRR_DIR / daemon), *options], env))
+        if daemon == "zebra":
+            # Every other daemon connects to zebra at start.
+            _wait_path(ctx, ctx.run_dir / "frr" / "zserv.api", records, 20)
+    return records
+
+
+def _wait_path(ctx: NodeContext, path: Path, records: list[ProcessRecord], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        _check_alive(ctx, records)
+        if time.monotonic() > deadline:
+            raise LabError(f"node {ctx.node.name}: {path.name} did not appear in {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def _check_alive(ctx: NodeContext, records: list[ProcessRecord]) -> None:
+    for record in records:
+        if not record.alive:
+            raise LabError(
+                f"node {ctx.node.name}: {record.what} exited; last lines of {record.log}:\n"
+                f"{log_tail(record.log)}"
+            )
+
+
+# -- readiness ---------------------------------------------------------------------
+
+
+def wait_started(ctx: NodeContext, records: list[ProcessRecord], timeout: float = 60) -> str:
+    """Wait until the node's daemons answer; return a one-line description.
+    Raises LabError with the failing daemon's log tail."""
+    kind = ctx.node.image_kind
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        _check_alive(ctx, records)
+        try:
+            if kind is ImageKind.L3FABRIC:
+                status = agent_call(ctx, "status")
+                return f"agent {status.get('state')} ({status.get('reason')})"
+            if kind is ImageKind.BIRD:
+                out = run(["birdc", "-s", str(ctx.run_dir / "bird" / "bird.ctl"), "show", "status"])
+                if "up and running" in out.stdout:
+                    return "bird up"
+                last = out.stdout.strip()
+            elif kind is ImageKind.FRR:
+                for record in records:
+                    daemon = record.what.removeprefix("frr-")
+                    if not (ctx.run_dir / "frr" / f"{daemon}.vty").exists():
+                        raise LabError(f"{daemon} has no vty socket yet")
+                proc = run(in_node(ctx.holder, ["vtysh", "-b"]), check=False)
+                if proc.returncode != 0:
+                    raise LabError(
+                        f"node {ctx.node.name}: vtysh -b (loading /etc/frr/frr.conf) failed:\n"
+                        f"{(proc.stdout + proc.stderr).strip()}"
+                    )
+                return "frr " + " ".join(r.what.removeprefix("frr-") for r in records)
+            else:
+                return "host"
+        except (control.ControlError, OSError, subprocess.SubprocessError) as exc:
+            last = str(exc)
+        except LabError as exc:
+            if "vtysh -b" in str(exc):
+                raise
+            last = str(exc)
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {r.log}\n{log_tail(r.log)}" for r in records)
+            raise LabError(f"node {ctx.node.name}: not up after {timeout:.0f}s ({last})\n{tails}")
+        time.sleep(0.2)
+
+
+def agent_call(ctx: NodeContext, method: str, params: dict[str, Any] | None = None) -> Any:
+    """Call the node's agent through its control socket: straight from the
+    host when its state_dir is a bind or private directory (the default),
+    otherwise with the l3fabric CLI run inside the node."""
+    socket = ctx.host_path(_agent_state_dir(ctx) / "agent.sock")
+    if socket is not None:
+        return control.call(method, params or {}, socket_path=socket, timeout=30)
+    if method != "status" and method != "workload.list":
+        raise LabError(
+            f"node {ctx.node.name}: the agent's state_dir is not reachable from the host"
+        )
+    argv = [*L3FABRIC_CLI, *method.split("."), "-o", "json"]
+    proc = run(in_node(ctx.holder, argv), check=False)
+    if proc.returncode not in (0, 1) or not proc.stdout.strip():
+        raise control.ControlError("unreachable", proc.stderr.strip())
+    return json.loads(proc.stdout)
+
+
+def _agent_state_dir(ctx: NodeContext) -> PurePosixPath:
+    source = ctx.host_path(PurePosixPath(AGENT_CONFIG))
+    if source is None:
+        return AGENT_STATE
+    try:
+        import yaml
+
+        data = yaml.safe_load(source.read_text())
+        state_dir = data.get("state_dir") if isinstance(data, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return AGENT_STATE
+    return PurePosixPath(state_dir) if isinstance(state_dir, str) else AGENT_STATE
+
+
+# -- BGP sessions ------------------------------------------------------------------
+
+
+def sessions(ctx: NodeContext) -> list[Session]:
+    kind = ctx.node.image_kind
+    name = ctx.node.name
+    if kind is ImageKind.L3FABRIC:
+        status = agent_call(ctx, "status")
+        return [
+            Session(name, str(p.get("peer", "")), str(p.get("state", "?")), str(p.get("name", "")))
+            for p in status.get("peers") or []
+        ]
+    if kind is ImageKind.BIRD:
+        out = run(
+            ["birdc", "-s", str(ctx.run_dir / "bird" / "bird.ctl"), "show", "protocols", "all"]
+        )
+        return parse_bird_protocols(name, out.stdout)
+    if kind is ImageKind.FRR:
+        proc = run(in_node(ctx.holder, ["vtysh", "-c", "show bgp summary json"]))
+        return parse_frr_summary(name, proc.stdout)
+    return []
+
+
+def parse_bird_protocols(node: str, text: str) -> list[Session]:
+    """Sessions from `birdc show protocols all`: one per BGP protocol with a
+    neighbor address (range templates have none and are skipped)."""
+    found: list[Session] = []
+    current: dict[str, str] = {}
+
+    def flush() -> None:
+        if current.get("proto") == "BGP" and current.get("address"):
+            found.append(
+                Session(node, current["address"], current.get("state", "?"), current["name"])
+            )
+
+    for line in text.splitlines():
+        head = re.match(r"^(\S+)\s+(\S+)\s+\S+\s+(\S+)\s+\S+\s*(.*)$", line)
+        if head and not line.startswith(" ") and head.group(1) != "Name":
+            flush()
+            current = {"name": head.group(1), "proto": head.group(2), "state": head.group(4)}
+            continue
+        stripped = line.strip()
+        if stripped.startswith("BGP state:"):
+            current["state"] = stripped.split(":", 1)[1].strip()
+        elif stripped.startswith("Neighbor address:"):
+            current["address"] = stripped.split(":", 1)[1].strip()
+    flush()
+    return found
+
+
+def parse_frr_summary(node: str, text: str) -> list[Session]:
+    data = json.loads(text or "{}")
+    found: dict[str, Session] = {}
+    for family in data.values():
+        if not isinstance(family, dict):
+            continue
+        for address, peer in (family.get("peers") or {}).items():
+            state = str(peer.get("state", "?"))
+            if address not in found or state == "Established":
+                found[address] = Session(node, address, state, str(peer.get("hostname", "")))
+    return list(found.values())

@@ -1,0 +1,312 @@
+"""deploy, destroy, exec and inspect a lab on network namespaces."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from l3fabric.lab import daemons
+from l3fabric.lab.paths import LabPaths
+from l3fabric.lab.runtime import (
+    LabError,
+    LabState,
+    ProcessRecord,
+    add_veth,
+    in_node,
+    netns_add,
+    netns_del,
+    netns_inode,
+    netns_list,
+    plan_mounts,
+    processes_in_netns,
+    run,
+    setup_node_mounts,
+    start_holder,
+    stop_process,
+)
+from l3fabric.lab.topology import ImageKind, Node, Topology
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Lab:
+    topology: Topology
+    paths: LabPaths
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    def context(self, state: LabState, node: Node) -> daemons.NodeContext:
+        holder = state.holder(node.name)
+        if holder is None:
+            raise LabError(f"lab {self.name}: node {node.name} was not started")
+        plan = plan_mounts(node, self.paths, daemons.PRIVATE_DIRS.get(node.image_kind, ()))
+        return daemons.NodeContext(node, self.paths, holder.pid, plan)
+
+    def state(self) -> LabState:
+        state = LabState.load(self.paths)
+        if state is None:
+            raise LabError(f"lab {self.name} is not deployed (no {self.paths.state_file})")
+        return state
+
+
+# -- deploy ------------------------------------------------------------------------
+
+
+def deploy(lab: Lab, *, workloads: int = 0, progress: Progress = _quiet) -> LabState:
+    """Make the lab. On any failure everything made so far is removed and
+    LabError says which node and step failed."""
+    paths = lab.paths
+    if paths.state_file.exists() or any(
+        paths.netns(n.name) in netns_list() for n in lab.topology.nodes
+    ):
+        raise LabError(f"lab {lab.name} is already deployed: run `l3fabric lab destroy` first")
+    state = LabState(paths, str(lab.topology.path))
+    state.save()
+    try:
+        _deploy(lab, state, workloads, progress)
+    except BaseException as exc:
+        progress(f"deploy failed: {exc}")
+        progress("cleaning up")
+        destroy(lab, progress=progress)
+        if isinstance(exc, LabError):
+            raise
+        if isinstance(exc, (OSError, subprocess.SubprocessError)):
+            raise LabError(str(exc)) from exc
+        raise
+    state.mark_deployed()
+    return state
+
+
+def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> None:
+    topo, paths = lab.topology, lab.paths
+    topo.lab_dir.mkdir(parents=True, exist_ok=True)
+    contexts: dict[str, daemons.NodeContext] = {}
+    for node in topo.nodes:
+        ns = paths.netns(node.name)
+        progress(f"node {node.name}: namespace {ns} ({node.image_kind.value}, {node.image})")
+        state.add_namespace(ns)
+        netns_add(ns)
+        holder = start_holder(ns, paths.log(node.name, "holder"))
+        state.set_holder(
+            node.name, ProcessRecord(node.name, "holder", holder.pid, holder.start, holder.log)
+        )
+        ctx = lab.context(state, node)
+        setup_node_mounts(holder.pid, ctx.plan, paths, node.name)
+        daemons.prepare(ctx)
+        contexts[node.name] = ctx
+    for link in topo.links:
+        progress(f"link {link.a} <-> {link.b}")
+        add_veth(paths.netns(link.a.node), link.a.iface, paths.netns(link.b.node), link.b.iface)
+    started: dict[str, list[ProcessRecord]] = {}
+    for node in topo.nodes:
+        if node.image_kind is ImageKind.HOST:
+            continue
+        progress(f"node {node.name}: starting {node.image_kind.value}")
+        records = []
+        try:
+            for record in daemons.start(contexts[node.name]):
+                records.append(record)
+                state.add_process(record)
+        finally:
+            started[node.name] = records
+    for node in topo.nodes:
+        for command in node.exec:
+            progress(f"node {node.name}: exec {command}")
+            _exec_step(contexts[node.name], command)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = {
+            pool.submit(daemons.wait_started, contexts[name], records): name
+            for name, records in started.items()
+        }
+        for future in concurrent.futures.as_completed(futures):
+            progress(f"node {futures[future]}: {future.result()}")
+    for node in topo.nodes:
+        if node.image_kind is not ImageKind.L3FABRIC:
+            continue
+        for index in range(workloads):
+            _add_workload(lab, state, contexts[node.name], index, progress)
+
+
+def _exec_step(ctx: daemons.NodeContext, command: str) -> None:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise LabError(f"node {ctx.node.name}: exec {command!r}: {exc}") from None
+    env = {**os.environ, **dict(ctx.node.env)}
+    proc = subprocess.run(
+        in_node(ctx.holder, argv), capture_output=True, text=True, timeout=120, env=env
+    )
+    if proc.returncode != 0:
+        raise LabError(
+            f"node {ctx.node.name}: exec {command!r} failed ({proc.returncode}):\n"
+            f"{(proc.stdout + proc.stderr).strip()}"
+        )
+
+
+def _add_workload(
+    lab: Lab, state: LabState, ctx: daemons.NodeContext, index: int, progress: Progress
+) -> None:
+    node = ctx.node.name
+    ns = lab.paths.workload_netns(node, index)
+    name = f"{node}-w{index}"
+    state.add_namespace(ns)
+    netns_add(ns)
+    result = daemons.agent_call(
+        ctx, "workload.add", {"name": name, "netns": f"/run/netns/{ns}", "ips": []}
+    )
+    addresses = [str(a) for a in result.get("addresses", [])]
+    state.add_workload(node, name, ns, addresses)
+    progress(f"node {node}: workload {name} in {ns}: {', '.join(addresses)}")
+
+
+# -- destroy -----------------------------------------------------------------------
+
+
+def lab_namespaces(lab: Lab, state: LabState | None) -> list[str]:
+    """The lab's namespaces: from its state, plus any that follow its naming
+    (a deploy that died before writing its state)."""
+    names = set(state.namespaces if state else [])
+    patterns = [
+        re.compile(rf"^{re.escape(lab.paths.netns(n.name))}(-w\d+)?$") for n in lab.topology.nodes
+    ]
+    names |= {ns for ns in netns_list() if any(p.match(ns) for p in patterns)}
+    return sorted(names)
+
+
+def destroy(lab: Lab, *, progress: Progress = _quiet) -> int:
+    """Remove every process, namespace and file of the lab. Idempotent.
+    Returns how many things were removed."""
+    state = LabState.load(lab.paths)
+    removed = 0
+    records = list(state.processes) if state else []
+    holders = [state.holder(n.name) for n in lab.topology.nodes] if state else []
+    for record in reversed(records):
+        if record.alive:
+            progress(f"node {record.node}: stopping {record.what} (pid {record.pid})")
+            stop_process(record.pid, record.start)
+            removed += 1
+    namespaces = lab_namespaces(lab, state)
+    # Anything else still running in the lab's namespaces was started through
+    # the lab (exec, a verify probe); holders go last.
+    inodes = {i for i in (netns_inode(ns) for ns in namespaces) if i is not None}
+    holder_pids = {h.pid for h in holders if h is not None}
+    leftovers = [p for p in processes_in_netns(inodes) if p[0] not in holder_pids]
+    for pid, start in leftovers:
+        progress(f"stopping pid {pid} left in the lab's namespaces")
+        stop_process(pid, start)
+        removed += 1
+    for holder in holders:
+        if holder is not None and holder.alive:
+            stop_process(holder.pid, holder.start)
+            removed += 1
+    for pid, start in processes_in_netns(inodes):
+        stop_process(pid, start)
+    for ns in reversed(namespaces):
+        if ns in netns_list():
+            progress(f"namespace {ns}: deleting")
+            netns_del(ns)
+            removed += 1
+    if lab.paths.dir.exists():
+        progress(f"removing {lab.paths.dir}")
+        shutil.rmtree(lab.paths.dir, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+# -- exec and inspect ------------------------------------------------------------
+
+
+def exec_in_node(lab: Lab, node_name: str, argv: list[str]) -> int:
+    state = lab.state()
+    node = lab.topology.node(node_name)
+    holder = state.holder(node.name)
+    if holder is None or not holder.alive:
+        raise LabError(f"node {node_name} of lab {lab.name} is not running")
+    env = {**os.environ, **dict(node.env)}
+    return subprocess.run(in_node(holder.pid, argv), env=env).returncode
+
+
+def node_addresses(lab: Lab, node: str) -> list[str]:
+    """Global addresses on the node's interfaces (not lo, not link-local)."""
+    proc = run(["ip", "-n", lab.paths.netns(node), "-j", "addr", "show"], check=False)
+    if proc.returncode != 0:
+        return []
+    out = []
+    for link in json.loads(proc.stdout or "[]"):
+        for addr in link.get("addr_info", []):
+            if addr.get("scope") == "global" and link.get("ifname") != "lo":
+                out.append(f"{addr['local']}/{addr['prefixlen']}")
+    return out
+
+
+def inspect(lab: Lab) -> list[dict[str, Any]]:
+    state = LabState.load(lab.paths)
+    rows = []
+    for node in lab.topology.nodes:
+        holder = state.holder(node.name) if state else None
+        procs = [p for p in (state.processes if state else []) if p.node == node.name]
+        dead = [p.what for p in procs if not p.alive]
+        if holder is None or not holder.alive:
+            status = "exited"
+        elif dead:
+            status = f"exited ({', '.join(dead)})"
+        else:
+            status = "running"
+        rows.append(
+            {
+                "node": node.name,
+                "netns": lab.paths.netns(node.name),
+                "kind": node.kind,
+                "image": node.image,
+                "runs": node.image_kind.value,
+                "state": status,
+                "addresses": node_addresses(lab, node.name) if holder else [],
+                "pid": holder.pid if holder else None,
+                "daemons": {p.what: p.pid for p in procs},
+            }
+        )
+    return rows
+
+
+def node_context(lab: Lab, state: LabState, name: str) -> daemons.NodeContext:
+    return lab.context(state, lab.topology.node(name))
+
+
+def l3fabric_nodes(lab: Lab) -> list[Node]:
+    return [n for n in lab.topology.nodes if n.image_kind is ImageKind.L3FABRIC]
+
+
+def wait_agents_ready(lab: Lab, timeout: float = 120.0) -> dict[str, str]:
+    """Poll every agent until `status` says ready; the last state of each."""
+    state = lab.state()
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = {}
+    while True:
+        for node in l3fabric_nodes(lab):
+            try:
+                status = daemons.agent_call(node_context(lab, state, node.name), "status")
+                last[node.name] = f"{status.get('state')}: {status.get('reason')}"
+            except Exception as exc:  # the agent may be restarting
+                last[node.name] = f"unreachable: {exc}"
+        if all(v.startswith("ready") for v in last.values()) or time.monotonic() > deadline:
+            return last
+        time.sleep(0.5)
