@@ -43,11 +43,12 @@ class ImageKind(enum.Enum):
 
 
 # Checked in order against the image's repository name (lower case, tag
-# removed); the first match wins, anything else is a plain host.
+# removed); the first match wins, anything else is a plain host. The routing
+# daemons come first so that l3fabric/bird:2 is a BIRD image.
 IMAGE_RULES: tuple[tuple[str, ImageKind], ...] = (
-    ("l3fabric", ImageKind.L3FABRIC),
     ("bird", ImageKind.BIRD),
     ("frr", ImageKind.FRR),
+    ("l3fabric", ImageKind.L3FABRIC),
 )
 
 # The file each daemon kind needs inside the node.
