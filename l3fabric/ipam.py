@@ -88,11 +88,11 @@ class Block:
     version: int = 0  # datastore version it was read at; 0 if not stored yet
 
     def first_free(self) -> IPAddress | None:
-        base = self.cidr.network_address
-        for offset in range(self.cidr.num_addresses):
-            address = base + offset
-            if address not in self.allocations:
-                return address
+        base = int(self.cidr.network_address)
+        used = {int(a) for a in self.allocations}
+        for number in range(base, base + self.cidr.num_addresses):
+            if number not in used:
+                return type(self.cidr.network_address)(number)
         return None
 
     def free(self) -> int:
@@ -107,8 +107,7 @@ class Block:
         return replace(self, allocations=kept)
 
     def encode(self) -> bytes:
-        # Offsets into the block, not address strings: parsing 64 addresses
-        # per read dominated the cost of an assignment.
+        # Offsets into the block, not address strings, which are slow to parse.
         base = int(self.cidr.network_address)
         allocations = {
             str(int(a) - base): [al.handle, al.node, round(al.assigned_at, 3)]
@@ -194,6 +193,10 @@ class Ipam:
         # Blocks believed to be ours, the one that last had room first. Only a
         # hint to save listing every block: each is re-read before use.
         self._own: list[IPNetwork] = []
+        # Decoded blocks by key. A key's version never repeats, so a block read
+        # at the version we decoded before is that block: decoding was most of
+        # an assignment's CPU time.
+        self._decoded: dict[str, Block] = {}
         self._lock = threading.Lock()
 
     # -- assignment ------------------------------------------------------------
@@ -515,7 +518,7 @@ class Ipam:
                 block = pick.block.with_allocation(pick.address, allocation)
                 expected = pick.block.version
             try:
-                self._store.put(self._block_key(pick.cidr), block.encode(), expect_version=expected)
+                self._write_block(block, expected)
             except VersionConflict:
                 if pick.requested:
                     pick = self._pick_exact(handle, pick.address)
@@ -552,11 +555,7 @@ class Ipam:
             if not mine:
                 return []
             try:
-                self._store.put(
-                    self._block_key(cidr),
-                    block.without(mine).encode(),
-                    expect_version=block.version,
-                )
+                self._write_block(block.without(mine), block.version)
             except VersionConflict:
                 continue
             return mine
@@ -626,14 +625,25 @@ class Ipam:
 
     def _read_block(self, cidr: IPNetwork) -> Block | None:
         kv = self._store.get(self._block_key(cidr))
-        return Block.decode(kv) if kv is not None else None
+        return self._decode(kv) if kv is not None else None
+
+    def _decode(self, kv: KeyValue) -> Block:
+        block = self._decoded.get(kv.key)
+        if block is None or block.version != kv.version:
+            block = self._decoded[kv.key] = Block.decode(kv)
+        return block
+
+    def _write_block(self, block: Block, expect_version: int) -> None:
+        key = self._block_key(block.cidr)
+        version = self._store.put(key, block.encode(), expect_version=expect_version)
+        self._decoded[key] = replace(block, version=version)
 
     def _read_handle(self, handle: str) -> _HandleRecord | None:
         kv = self._store.get(self._handle_key(handle))
         return _HandleRecord.decode(kv) if kv is not None else None
 
     def _all_blocks(self) -> list[Block]:
-        blocks = [Block.decode(kv) for kv in self._store.list(self._blocks_prefix)]
+        blocks = [self._decode(kv) for kv in self._store.list(self._blocks_prefix)]
         return sorted(blocks, key=lambda b: _network_key(b.cidr))
 
     def _families(self) -> list[int]:

@@ -10,10 +10,12 @@ implement the same protocol without translation.
 from __future__ import annotations
 
 import builtins
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 MAX_KEY_LENGTH = 200
+_SPACE = re.compile(r"\s")
 
 
 class DatastoreError(Exception):
@@ -147,6 +149,8 @@ def validate_expect_version(expect_version: object) -> int | None:
 
 
 def _check_characters(text: str, what: str) -> None:
+    if text.isprintable() and not _SPACE.search(text):
+        return
     for char in text:
         if not char.isprintable() or char.isspace():
             raise InvalidKey(

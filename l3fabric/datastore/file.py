@@ -171,6 +171,10 @@ class FileDatastore:
         self.path = Path(path)
         self._keys = self.path / "keys"
         self._tmp = self.path / "tmp"
+        # Plain strings for the per-operation paths: pathlib costs more than
+        # the system calls on tmpfs.
+        self._keys_prefix = f"{self._keys}/"
+        self._tmp_prefix = f"{self._tmp}/{os.getpid()}-{id(self):x}-"
         self._journal = self.path / "journal"
         self._journal_limit = journal_limit
         self._poll_interval = poll_interval
@@ -193,7 +197,7 @@ class FileDatastore:
     def get(self, key: str) -> KeyValue | None:
         name = self._name(validate_key(key))
         self._ready()
-        return self._read_key_file(self._keys / name, key)
+        return self._read_key_file(self._keys_prefix + name, key)
 
     def list(self, prefix: str) -> list[KeyValue]:
         wanted = encode_key(validate_prefix(prefix))
@@ -203,7 +207,7 @@ class FileDatastore:
             if not name.startswith(wanted):
                 continue
             key = decode_name(name)
-            kv = self._read_key_file(self._keys / name, key) if key else None
+            kv = self._read_key_file(self._keys_prefix + name, key) if key else None
             if kv is not None:
                 found.append(kv)
         found.sort(key=lambda kv: kv.key)
@@ -248,7 +252,7 @@ class FileDatastore:
             raise TypeError(f"value for {key} must be bytes, not {type(value).__name__}")
         expected = validate_expect_version(expect_version)
         with self._writing() as head:
-            current = self._read_version(self._keys / name)
+            current = self._read_version(self._keys_prefix + name)
             _check_expected(key, expected, current)
             return self._commit(head, _PUT, key, bytes(value)).revision
 
@@ -256,7 +260,7 @@ class FileDatastore:
         name = self._name(validate_key(key))
         expected = validate_expect_version(expect_version)
         with self._writing() as head:
-            current = self._read_version(self._keys / name)
+            current = self._read_version(self._keys_prefix + name)
             _check_expected(key, expected, current)
             if current is None:
                 return False
@@ -413,7 +417,7 @@ class FileDatastore:
         return fd
 
     def _apply(self, kind: int, key: str, value: bytes, revision: int, *, replay: bool) -> None:
-        path = self._keys / encode_key(key)
+        path = self._keys_prefix + encode_key(key)
         if replay:
             current = self._read_version(path)
             if current is not None and current >= revision:
@@ -421,7 +425,8 @@ class FileDatastore:
         if kind == _PUT:
             self._write_file(path, _KEY_FILE.pack(_KEY_MAGIC, revision) + value)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _compact(self, head: _Head) -> _Head:
         """Drop the older half of the journal. Watchers further behind than
@@ -501,7 +506,7 @@ class FileDatastore:
             raise InvalidKey(f"key {key[:40]!r}... is too long once encoded as a file name")
         return name
 
-    def _read_key_file(self, path: Path, key: str) -> KeyValue | None:
+    def _read_key_file(self, path: str, key: str) -> KeyValue | None:
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -512,7 +517,7 @@ class FileDatastore:
         _, version = _KEY_FILE.unpack_from(data)
         return KeyValue(key, data[_KEY_FILE.size :], version)
 
-    def _read_version(self, path: Path) -> int | None:
+    def _read_version(self, path: str) -> int | None:
         try:
             with open(path, "rb") as f:
                 data = f.read(_KEY_FILE.size)
@@ -523,10 +528,10 @@ class FileDatastore:
         version: int = _KEY_FILE.unpack(data)[1]
         return version
 
-    def _write_file(self, target: Path, data: bytes, *, durable: bool = False) -> None:
+    def _write_file(self, target: str | Path, data: bytes, *, durable: bool = False) -> None:
         """Replace target atomically. Only called with the lock held."""
         self._tmp_serial += 1
-        tmp = self._tmp / f"{os.getpid()}-{id(self):x}-{self._tmp_serial}"
+        tmp = f"{self._tmp_prefix}{self._tmp_serial}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
@@ -538,7 +543,7 @@ class FileDatastore:
             os.close(fd)
         os.replace(tmp, target)
         if durable:
-            dir_fd = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
+            dir_fd = os.open(os.path.dirname(target), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(dir_fd)
             finally:
