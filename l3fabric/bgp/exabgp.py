@@ -473,15 +473,19 @@ class ExabgpSpeaker:
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         output = open(self.workdir / "exabgp.out", "ab")  # noqa: SIM115 - closed in _terminate
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=_exabgp_env(self.workdir, self._log_level),
-            cwd=self.workdir,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=_exabgp_env(self.workdir, self._log_level),
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        except OSError:
+            output.close()
+            raise
         self._count(generation=1)
         self._child = _Child(proc, self._stats.generation, self._clock(), output)
         self._server.expect(proc.pid, self._stats.generation)
@@ -534,33 +538,38 @@ class ExabgpSpeaker:
 
     def _supervise_once(self) -> None:
         now = self._clock()
-        ended: _Child | None = None
         with self._lock:
-            child = self._child
-            if child is not None and self._restart_requested:
-                ended, self._child = child, None
-                self._restart_at = now  # deliberate: no backoff
-            elif child is not None and child.proc.poll() is not None:
+            ended = self._child
+            if ended is None or not (self._restart_requested or ended.proc.poll() is not None):
+                ended = None
+            else:
                 log.warning(
-                    "ExaBGP pid %d exited with %s; its log ends: %s",
-                    child.proc.pid,
-                    child.proc.returncode,
-                    " | ".join(self.log_tail(5)),
+                    "ExaBGP pid %d %s; its log ends: %s",
+                    ended.proc.pid,
+                    "is being restarted" if ended.proc.poll() is None else "exited",
+                    " | ".join(self.log_tail(3)),
                 )
-                ended, self._child = child, None
-                if now - child.started_at >= self._stable_after:
-                    self._backoff = self._backoff_min
-                self._restart_at = now + self._backoff
-                self._backoff = min(self._backoff * 2, self._backoff_max)
-            if ended is not None:
+                self._child = None
                 self._server.expect(None, 0)
+                self._schedule_restart(now, ran_for=now - ended.started_at)
         if ended is not None:
             self._terminate(ended)  # outside the lock: it may wait seconds
         with self._lock:
             due = self._restart_at is not None and self._clock() >= self._restart_at
             if self._child is None and due and not self._stopping.is_set():
                 self._count(restarts=1)
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:
+                    log.error("cannot start ExaBGP (%s)", exc)
+                    self._schedule_restart(self._clock(), ran_for=0.0)
+
+    def _schedule_restart(self, now: float, ran_for: float) -> None:
+        # Exponential backoff, forgiven once a child has run stable_after.
+        if ran_for >= self._stable_after:
+            self._backoff = self._backoff_min
+        self._restart_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, self._backoff_max)
 
     # -- bridge callbacks (per-connection threads) ----------------------------
 
