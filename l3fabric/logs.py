@@ -52,3 +52,6 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pyroute2 logs every netlink message at debug level: far too much to be
+    # useful next to our own debug logs.
+    logging.getLogger("pyroute2").setLevel(max(root.level, logging.INFO))
