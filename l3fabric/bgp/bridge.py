@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -36,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
 
 HELLO_PREFIX = "#l3fabric-bridge hello"
 _HELLO_RE = re.compile(r"^#l3fabric-bridge hello pid=(\d+) ppid=(\d+) dropped=(\d+)$")
@@ -194,11 +197,12 @@ class Bridge:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             backoff = _BACKOFF_MIN
+            closed = threading.Event()
             reader = threading.Thread(
-                target=self._socket_to_stdout, args=(conn,), name="bridge-recv", daemon=True
+                target=self._socket_to_stdout, args=(conn, closed), name="bridge-recv", daemon=True
             )
             reader.start()
-            self._drain_to(conn)
+            self._drain_to(conn, closed)
             with contextlib.suppress(OSError):
                 conn.close()
 
@@ -213,12 +217,12 @@ class Bridge:
             return None
         return sock
 
-    def _drain_to(self, conn: socket.socket) -> None:
+    def _drain_to(self, conn: socket.socket, closed: threading.Event) -> None:
         while not self._done.is_set() or len(self._buffer):
             lines = self._buffer.take(_SEND_CHUNK, timeout=0.2)
             if not lines:
-                if self._buffer.closed:
-                    return
+                if self._buffer.closed or closed.is_set():
+                    return  # reconnect at once rather than at the next line
                 continue
             try:
                 conn.sendall(b"\n".join(lines) + b"\n")
@@ -229,7 +233,13 @@ class Bridge:
                 _log(f"socket send failed ({exc}), reconnecting")
                 return
 
-    def _socket_to_stdout(self, conn: socket.socket) -> None:
+    def _socket_to_stdout(self, conn: socket.socket, closed: threading.Event) -> None:
+        try:
+            self._relay_commands(conn)
+        finally:
+            closed.set()
+
+    def _relay_commands(self, conn: socket.socket) -> None:
         pending = b""
         while True:
             try:
@@ -357,7 +367,7 @@ class BridgeServer:
             except OSError as exc:
                 if self._stopping.is_set():
                     return
-                _log(f"accept failed: {exc}")
+                log.warning("accepting a bridge connection failed: %s", exc)
                 self._stopping.wait(0.1)
                 continue
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
@@ -387,9 +397,10 @@ class BridgeServer:
         hello = parse_hello(first.decode("ascii", "replace"))
         peer_pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if hello is None or hello.pid != peer_pid[0]:
-            _log(f"refused a connection without a valid hello: {first[:100]!r}")
+            log.warning("refused a bridge connection without a valid hello: %r", first[:100])
             return None
         gap = ""
+        previous: socket.socket | None = None
         with self._lock:
             if self._expected is None or self._expected[0] != hello.ppid:
                 return None  # the bridge of an ExaBGP we no longer run
