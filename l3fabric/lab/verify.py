@@ -188,13 +188,12 @@ def _send(source: Party, targets: list[Party], port: int, timeout: float) -> lis
     argv = ["nsenter", f"--net=/run/netns/{source.netns}", "--", *PROBE, "send", str(port)]
     argv += [str(timeout), *sorted({a for _, a in wanted})]
     proc = run(argv, timeout=timeout + 30, check=False)
+    error: str | None = None
     try:
         answer = json.loads(proc.stdout)
     except ValueError:
         answer = {"seen": {}, "errors": {}}
         error = f"probe failed: {proc.stderr.strip()[-200:]}"
-    else:
-        error = None
     return [
         Probe(
             source.name,
