@@ -32,7 +32,7 @@ from l3fabric.lab.runtime import (
     run,
     setup_node_mounts,
     start_holder,
-    stop_process,
+    stop_processes,
 )
 from l3fabric.lab.topology import ImageKind, Node, Topology
 
@@ -199,27 +199,23 @@ def destroy(lab: Lab, *, progress: Progress = _quiet) -> int:
     removed = 0
     records = list(state.processes) if state else []
     holders = [state.holder(n.name) for n in lab.topology.nodes] if state else []
-    for record in reversed(records):
-        if record.alive:
-            progress(f"node {record.node}: stopping {record.what} (pid {record.pid})")
-            stop_process(record.pid, record.start)
-            removed += 1
+    running = [r for r in records if r.alive]
+    for record in running:
+        progress(f"node {record.node}: stopping {record.what} (pid {record.pid})")
+    stop_processes([(r.pid, r.start) for r in running])
+    removed += len(running)
     namespaces = lab_namespaces(lab, state)
     # Anything else still running in the lab's namespaces was started through
     # the lab (exec, a verify probe); holders go last.
     inodes = {i for i in (netns_inode(ns) for ns in namespaces) if i is not None}
     holder_pids = {h.pid for h in holders if h is not None}
     leftovers = [p for p in processes_in_netns(inodes) if p[0] not in holder_pids]
-    for pid, start in leftovers:
+    for pid, _ in leftovers:
         progress(f"stopping pid {pid} left in the lab's namespaces")
-        stop_process(pid, start)
-        removed += 1
-    for holder in holders:
-        if holder is not None and holder.alive:
-            stop_process(holder.pid, holder.start)
-            removed += 1
-    for pid, start in processes_in_netns(inodes):
-        stop_process(pid, start)
+    stop_processes(leftovers)
+    live_holders = [(h.pid, h.start) for h in holders if h is not None and h.alive]
+    stop_processes(live_holders + processes_in_netns(inodes))
+    removed += len(leftovers) + len(live_holders)
     for ns in reversed(namespaces):
         if ns in netns_list():
             progress(f"namespace {ns}: deleting")

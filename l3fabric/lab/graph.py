@@ -174,11 +174,12 @@ def render_svg(fabric: Fabric) -> str:
         )
     for node in fabric.nodes:
         cx, cy = centre[node.name]
-        x, y = cx - BOX_W / 2, cy - BOX_H / 2
+        left, top_y = cx - BOX_W / 2, cy - BOX_H / 2
         first = next(iter(node.addresses), "")
         out += [
-            f'<g class="node {node.kind.value}"><rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" '
-            f'height="{BOX_H}" rx="8" fill="{COLOURS[node.kind]}" stroke="#374151"/>',
+            f'<g class="node {node.kind.value}"><rect x="{left:.0f}" y="{top_y:.0f}" '
+            f'width="{BOX_W}" height="{BOX_H}" rx="8" fill="{COLOURS[node.kind]}" '
+            'stroke="#374151"/>',
             f'<text x="{cx:.0f}" y="{cy - 6:.0f}" text-anchor="middle" font-weight="bold">'
             f"{escape(node.name)}</text>",
             f'<text x="{cx:.0f}" y="{cy + 10:.0f}" text-anchor="middle">{node.kind.value}'

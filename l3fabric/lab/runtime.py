@@ -100,21 +100,28 @@ class ProcessRecord:
 
 
 def stop_process(pid: int, start: int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the process (its whole group when it leads one: the agent's
-    ExaBGP, FRR's helpers), then SIGKILL at the deadline."""
+    stop_processes([(pid, start)], timeout)
+
+
+def stop_processes(processes: Sequence[tuple[int, int]], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM every process (its whole group when it leads one: the agent's
+    ExaBGP), all at once, then SIGKILL whatever is left at the deadline."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not is_alive(pid, start):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
+        alive = [(pid, start) for pid, start in processes if is_alive(pid, start)]
+        for pid, _ in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and is_alive(pid, start):
-            _reap(pid)
+        while alive and time.monotonic() < deadline:
+            for pid, _ in alive:
+                _reap(pid)
+            alive = [(pid, start) for pid, start in alive if is_alive(pid, start)]
             time.sleep(0.02)
-    _reap(pid)
+    for pid, _ in processes:
+        _reap(pid)
 
 
 def _reap(pid: int) -> None:
