@@ -1,0 +1,357 @@
+"""containerlab topology files: schema, the runner's own checks, and the
+pure helpers of the lab (mount plan, daemon parsing, sessions, graph)."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.dom.minidom
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from l3fabric import cli_lab
+from l3fabric.bgp.bird import render
+from l3fabric.cli_bird import config_from_data
+from l3fabric.lab import daemons, graph
+from l3fabric.lab.paths import LabPaths
+from l3fabric.lab.runtime import LabError, plan_mounts
+from l3fabric.lab.topology import (
+    ImageKind,
+    Node,
+    TopologyError,
+    image_kind,
+    load_topology,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CLAB = REPO / "containerlab"
+SCHEMA = REPO.parent / "shared" / "schemas" / "clab.schema.json"
+TOPOLOGIES = sorted(CLAB.glob("*.clab.yml"))
+
+
+def test_the_topologies_are_there() -> None:
+    names = {p.name for p in TOPOLOGIES}
+    assert {"two-nodes.clab.yml", "route-reflectors.clab.yml", "leaf-spine.clab.yml"} <= names
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.name)
+def test_topology_matches_containerlab_schema(path: Path) -> None:
+    if not SCHEMA.exists():
+        pytest.skip(f"containerlab schema not found at {SCHEMA}")
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    # Not jsonschema.validate: that first checks the schema itself, and some of
+    # its patterns use Go's \p{L} classes, which Python's re does not know.
+    # None of those patterns applies to the keys these files use.
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(yaml.safe_load(path.read_text()))
+    ]
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.name)
+def test_topology_passes_runner_checks(path: Path, tmp_path: Path) -> None:
+    topo = load_topology(path, lab_root=tmp_path)
+    assert topo.name == path.name.removesuffix(".clab.yml")
+    assert topo.links
+    kinds = {n.image_kind for n in topo.nodes}
+    assert ImageKind.L3FABRIC in kinds
+    for node in topo.nodes:
+        if node.image_kind is ImageKind.L3FABRIC:
+            config = node.bound_source("/etc/l3fabric/node.yaml")
+            assert config is not None and config.is_file()
+            from l3fabric.config import load_config
+
+            assert load_config(str(config)).node.name == node.name
+    assert not (tmp_path / topo.name).exists(), "loading a topology must create nothing"
+
+
+def test_leaf_spine_uses_both_router_kinds(tmp_path: Path) -> None:
+    topo = load_topology(CLAB / "leaf-spine.clab.yml", lab_root=tmp_path)
+    kinds = {n.name: n.image_kind for n in topo.nodes}
+    assert kinds["spine1"] is ImageKind.FRR and kinds["leaf1"] is ImageKind.BIRD
+    leaf = (CLAB / "leaf-spine" / "leaf1" / "bird.conf").read_text()
+    assert "next hop self ebgp;" in leaf and "merge paths on;" in leaf and "rr client;" in leaf
+    spine = (CLAB / "leaf-spine" / "spine1" / "frr.conf").read_text()
+    assert "maximum-paths" in spine
+
+
+@pytest.mark.parametrize(
+    "conf", sorted(CLAB.glob("*/*/bird.yaml")), ids=lambda p: str(p.relative_to(CLAB))
+)
+def test_committed_bird_configs_equal_a_fresh_render(conf: Path) -> None:
+    rendered = render(config_from_data(yaml.safe_load(conf.read_text())))
+    assert (conf.parent / "bird.conf").read_text() == rendered, (
+        f"re-render: l3fabric bird render --from-yaml {conf} -o {conf.parent / 'bird.conf'}"
+    )
+
+
+# -- malformed topologies ---------------------------------------------------------
+
+
+def write(tmp_path: Path, data: Any, files: tuple[str, ...] = ("n1.yaml",)) -> Path:
+    for name in files:
+        (tmp_path / name).write_text("node: {}\n")
+    path = tmp_path / "lab.clab.yml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def lab(nodes: dict[str, Any], links: list[Any] | None = None) -> dict[str, Any]:
+    return {"name": "t", "topology": {"nodes": nodes, "links": links or []}}
+
+
+HOST = {"kind": "linux", "image": "alpine:3"}
+AGENT = {"kind": "linux", "image": "l3fabric/node", "binds": ["n1.yaml:/etc/l3fabric/node.yaml"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (lab({"a": HOST}, [{"endpoints": ["a:eth1", "b:eth1"]}]), "unknown node 'b'"),
+        (
+            lab({"a": HOST, "b": HOST}, [{"endpoints": ["a:eth1", "b:eth1"]}] * 2),
+            "a:eth1 is already used by topology.links[0]",
+        ),
+        (lab({"a": {"kind": "nokia_srlinux", "image": "srl"}}), "unsupported kind 'nokia_srlinux'"),
+        ("name: t\ntopology: {nodes: {a: [}\n", "invalid YAML"),
+        (
+            lab({"a": {**HOST, "binds": ["nowhere.conf:/etc/x.conf"]}}),
+            "does not exist",
+        ),
+        (
+            lab({"a": HOST, "b": HOST}, [{"endpoints": ["a:averyveryverylongname", "b:eth1"]}]),
+            "longer than 15 characters",
+        ),
+        (lab({"a": HOST, "b": HOST}, [{"endpoints": ["a-eth1", "b:eth1"]}]), "not NODE:INTERFACE"),
+        (lab({"a": {"kind": "linux", "image": "l3fabric/node"}}), "needs /etc/l3fabric/node.yaml"),
+        (lab({"a": {"kind": "linux"}}), "image: missing"),
+        (lab({"a": HOST}, [{"type": "vxlan", "endpoints": []}]), "link type 'vxlan'"),
+        (lab({"a": {**HOST, "binds": ["n1.yaml:etc/x"]}}), "must be an absolute path"),
+        ({"name": "bad name", "topology": {"nodes": {"a": HOST}}}, "name: 'bad name'"),
+        ({"name": "t"}, "topology: missing"),
+    ],
+)
+def test_malformed_topology_is_a_clear_error(tmp_path: Path, data: Any, message: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(TopologyError) as err:
+        load_topology(path, lab_root=tmp_path / "labs")
+    assert message in str(err.value)
+    assert all(line.startswith(str(path)) for line in err.value.errors)
+    assert not (tmp_path / "labs").exists()
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    data = lab(
+        {"a": {"kind": "bogus", "image": "x"}, "b": HOST},
+        [{"endpoints": ["b:eth1", "c:eth1"]}, {"endpoints": ["b:eth1", "b:eth2"]}],
+    )
+    with pytest.raises(TopologyError) as err:
+        load_topology(write(tmp_path, data), lab_root=tmp_path)
+    assert len(err.value.errors) == 3, err.value.errors
+
+
+def test_agent_node_with_its_config_is_accepted(tmp_path: Path) -> None:
+    topo = load_topology(write(tmp_path, lab({"n1": AGENT})), lab_root=tmp_path / "labs")
+    assert topo.node("n1").bound_source("/etc/l3fabric/node.yaml") == tmp_path / "n1.yaml"
+
+
+def test_defaults_kinds_and_magic_variables(tmp_path: Path) -> None:
+    data = {
+        "name": "t",
+        "topology": {
+            "defaults": {"kind": "linux", "env": {"A": "1"}},
+            "kinds": {"linux": {"image": "alpine", "binds": ["__clabDir__/shared:/shared"]}},
+            "nodes": {"a": {"exec": ["echo __clabNodeName__ __clabNodeDir__"]}},
+        },
+    }
+    topo = load_topology(write(tmp_path, data), lab_root=tmp_path / "labs")
+    node = topo.node("a")
+    labdir = tmp_path / "labs" / "t" / "clab"
+    assert node.image == "alpine" and node.env == (("A", "1"),)
+    assert node.exec == (f"echo a {labdir / 'a'}",)
+    assert node.binds[0].source == labdir / "shared" and node.binds[0].lab_owned
+
+
+def test_name_override(tmp_path: Path) -> None:
+    topo = load_topology(CLAB / "two-nodes.clab.yml", name="mine", lab_root=tmp_path)
+    assert topo.name == "mine"
+    assert LabPaths(tmp_path, "mine").netns("node1") == "mine-node1"
+
+
+def test_cli_reports_topology_errors_before_creating_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, lab({"a": HOST}, [{"endpoints": ["a:eth1", "zz:eth1"]}]))
+    before = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    code = cli_lab.main(["lab", "deploy", str(path), "--lab-root", str(tmp_path / "labs")])
+    assert code == 2
+    assert "unknown node 'zz'" in capsys.readouterr().err
+    assert not (tmp_path / "labs").exists()
+    after = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    assert before == after
+
+
+# -- image kinds -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "kind"),
+    [
+        ("l3fabric/node:latest", ImageKind.L3FABRIC),
+        ("ghcr.io/example/l3fabric-node:1.0", ImageKind.L3FABRIC),
+        ("l3fabric/bird:2", ImageKind.BIRD),
+        ("pierky/bird:2.0.12", ImageKind.BIRD),
+        ("quay.io/frrouting/frr:8.4.1", ImageKind.FRR),
+        ("frrouting/frr", ImageKind.FRR),
+        ("alpine:3", ImageKind.HOST),
+        ("registry:5000/busybox", ImageKind.HOST),
+        ("ghcr.io/hellt/network-multitool", ImageKind.HOST),
+    ],
+)
+def test_image_kind(image: str, kind: ImageKind) -> None:
+    assert image_kind(image) is kind
+
+
+# -- mount plan ------------------------------------------------------------------
+
+
+def fake_fs(existing: set[str], dirs: set[str]) -> tuple[Any, Any]:
+    return (lambda p: str(p) in existing), (lambda p: str(p) in dirs)
+
+
+def test_mount_plan_overlays_the_nearest_existing_directory(tmp_path: Path) -> None:
+    conf = tmp_path / "node.yaml"
+    conf.write_text("x")
+    from l3fabric.lab.topology import Bind
+
+    node = Node(
+        "n1",
+        "linux",
+        "l3fabric/node",
+        (
+            Bind(conf, PurePosixPath("/etc/l3fabric/node.yaml")),
+            Bind(conf, PurePosixPath("/etc/bird/bird.conf")),
+            Bind(tmp_path / "labs" / "x", PurePosixPath("/run/thing"), lab_owned=True),
+        ),
+    )
+    exists, is_dir = fake_fs(
+        {"/", "/etc", "/etc/bird", "/etc/bird/bird.conf", "/var", "/var/lib", str(conf)},
+        {"/", "/etc", "/etc/bird", "/var", "/var/lib"},
+    )
+    paths = LabPaths(tmp_path / "labs", "t")
+    plan = plan_mounts(node, paths, (PurePosixPath("/var/lib/l3fabric"),), exists, is_dir)
+    assert plan.overlays == (PurePosixPath("/etc"), PurePosixPath("/var/lib"))
+    targets = [str(b.target) for b in plan.binds]
+    assert "/var/lib/l3fabric" in targets
+    assert paths.node_run("n1") / "thing" in plan.host_dirs
+    script = [" ".join(c) for c in plan.script(paths, "n1")]
+    assert script[-1] == "hostname n1"
+    assert script[-2] == f"mount --rbind {paths.node_run('n1')} /run"
+    assert any(s.startswith("mount -t overlay overlay -o lowerdir=/etc,") for s in script)
+    assert f"mount --bind {conf} /etc/bird/bird.conf" in script
+
+
+def test_mount_plan_refuses_new_top_level_directories(tmp_path: Path) -> None:
+    from l3fabric.lab.topology import Bind
+
+    node = Node("n1", "linux", "alpine", (Bind(tmp_path, PurePosixPath("/data/x")),))
+    exists, is_dir = fake_fs({"/", str(tmp_path)}, {"/", str(tmp_path)})
+    with pytest.raises(LabError, match="new top-level directory"):
+        plan_mounts(node, LabPaths(tmp_path, "t"), (), exists, is_dir)
+
+
+# -- daemons -----------------------------------------------------------------------
+
+
+def test_frr_daemons_file(tmp_path: Path) -> None:
+    daemons_file = tmp_path / "daemons"
+    daemons_file.write_text('bgpd=yes\nospfd=no\nbgpd_options="  -A 127.0.0.1 -M bmp"\n')
+    started = dict(daemons.frr_daemons(daemons_file))
+    if not (daemons.FRR_DIR / "bgpd").exists():
+        pytest.skip("FRR is not installed")
+    assert list(started) == ["zebra", "bgpd", "staticd"]
+    assert started["bgpd"] == ["-A", "127.0.0.1", "-M", "bmp"]
+    assert started["zebra"] == ["-A", "127.0.0.1", "-s", "90000000"]
+
+
+BIRD_PROTOCOLS = """BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     07:35:50.142
+peer_rr2   BGP        ---        up     07:35:51.873  Established
+  BGP state:          Established
+    Neighbor address: 198.18.0.251
+    Neighbor AS:      64512
+range_nodes BGP        ---        start  07:35:50.142  Passive
+  BGP state:          Passive
+dyn_nodes_1 BGP        ---        start  07:35:53.141  Connect
+  BGP state:          Connect
+    Neighbor address: 198.18.0.1
+"""
+
+
+def test_bird_sessions() -> None:
+    found = daemons.parse_bird_protocols("rr1", BIRD_PROTOCOLS)
+    assert [(s.peer_address, s.state, s.established) for s in found] == [
+        ("198.18.0.251", "Established", True),
+        ("198.18.0.1", "Connect", False),
+    ]
+
+
+def test_frr_sessions() -> None:
+    summary = {
+        "ipv4Unicast": {"peers": {"198.18.100.0": {"state": "Established"}}},
+        "ipv6Unicast": {"peers": {"fd00:198:18:f001::1": {"state": "Active"}}},
+    }
+    found = daemons.parse_frr_summary("spine1", json.dumps(summary))
+    assert {(s.peer_address, s.established) for s in found} == {
+        ("198.18.100.0", True),
+        ("fd00:198:18:f001::1", False),
+    }
+
+
+# -- graph -------------------------------------------------------------------------
+
+
+def test_tiers_follow_link_distance() -> None:
+    links = [("n1", "leaf"), ("n2", "leaf"), ("leaf", "spine"), ("x", "y")]
+    assert graph.tiers(["n1", "n2", "leaf", "spine", "x", "y"], links, {"n1", "n2"}) == {
+        "n1": 0,
+        "n2": 0,
+        "leaf": 1,
+        "spine": 2,
+        "x": 0,
+        "y": 0,
+    }
+
+
+def test_sessions_merge_both_ends_and_svg_is_valid() -> None:
+    owner = {"198.18.0.1": "n1", "198.18.0.250": "rr1", "fd00::1": "n1"}
+    reports = [
+        daemons.Session("n1", "198.18.0.250", "Established"),
+        daemons.Session("rr1", "198.18.0.1", "Established"),
+        daemons.Session("rr1", "fd00:0::1", "Active"),
+        daemons.Session("n1", "203.0.113.9", "Established"),  # outside the lab
+    ]
+    sessions = graph.merge_sessions(reports, owner)
+    assert len(sessions) == 1
+    assert sessions[0].families == ("v4", "v6") and not sessions[0].established
+    fabric = graph.Fabric(
+        "t",
+        (
+            graph.GraphNode("n1", ImageKind.L3FABRIC, ("198.18.0.1",), 0),
+            graph.GraphNode("rr1", ImageKind.BIRD, ("198.18.0.250",), 1),
+        ),
+        (("n1", "rr1"),),
+        tuple(sessions),
+    )
+    svg = graph.render_svg(fabric)
+    doc = xml.dom.minidom.parseString(svg)
+    assert len(doc.getElementsByTagName("rect")) == 3  # background and two nodes
+    assert 'class="session down"' in svg and 'class="link"' in svg
