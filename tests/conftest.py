@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +34,15 @@ def procs(netns: Namespaces) -> Iterator[Processes]:
         yield processes
     finally:
         processes.cleanup()
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory daemons that drop privileges (FRR runs as
+    `frr`) can reach: pytest's own tmp_path is private to root."""
+    path = Path(tempfile.mkdtemp(prefix="l3f-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

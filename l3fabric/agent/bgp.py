@@ -381,9 +381,10 @@ class BgpService:
             if isinstance(event, SpeakerRestarted):
                 if event.generation > 1:
                     self._metrics.exabgp_restarts.inc()
+                # Every session died with the old process; each replay
+                # happens when its session comes up again.
                 for each in self._neighbors.values():
                     self._set_state(each, "Active", "speaker restarted", now)
-                self._replay(self._peers_of(4) + self._peers_of(6))
             elif isinstance(event, PeerStateEvent):
                 self._on_peer_state(event, now)
             elif isinstance(event, NotificationEvent):
@@ -402,6 +403,8 @@ class BgpService:
         neighbor = self._neighbors.get(event.peer)
         if neighbor is None:
             return
+        if neighbor.held_down_until > now:
+            return  # we took it down; keep saying why
         if event.state is PeerState.UP:
             self._set_state(neighbor, "Established", "", now)
             self._replay([event.peer])

@@ -60,10 +60,11 @@ def node_config(
     tmp: Path,
     *,
     store: Path,
+    asn: int = 64512,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "node": {"name": name, "asn": 64512, "addresses": {"ipv4": ipv4, "ipv6": ipv6}},
+        "node": {"name": name, "asn": asn, "addresses": {"ipv4": ipv4, "ipv6": ipv6}},
         "pools": [
             {"cidr": "100.64.0.0/16", "block_size": 26},
             {"cidr": "fd00:64::/48", "block_size": 122},
@@ -133,7 +134,8 @@ def start_agent(procs: Processes, node: AgentNode, timeout: float = 20) -> None:
     def ready() -> bool:
         if node.proc is not None and node.proc.poll() is not None:
             raise AssertionError(f"agent {node.name} exited:\n{node.log_tail()}")
-        return node.cli("status", check=False).returncode == 0
+        # Exit 1 only means a BGP peer is not up yet: the agent answers.
+        return node.cli("status", "-o", "json", check=False).stdout.startswith("{")
 
     try:
         wait_for(ready, timeout=timeout, what=f"agent {node.name} ready")
