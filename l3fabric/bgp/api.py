@@ -476,11 +476,23 @@ def _parse_update(data: dict[str, Any]) -> list[BgpEvent]:
             version = _family(family_name)
             if version is None:
                 continue
+            # An IPv6 UPDATE may carry a global and a link-local next hop
+            # (RFC 2545); ExaBGP lists the prefix under each of them. The
+            # global one is the one a route can use: the link-local one only
+            # stands when it is all there is.
+            chosen: dict[IPNetwork, PathAttributes] = {}
             for nexthop_text, nlris in _obj(by_nexthop, "announce family").items():
                 attrs = _attributes(attributes, _ip(nexthop_text, "next hop"))
                 if not isinstance(nlris, list):
                     raise ParseError("announced nlri list is not a list")
-                announced.extend((_nlri_prefix(n, version), attrs) for n in nlris)
+                for item in nlris:
+                    prefix = _nlri_prefix(item, version)
+                    current = chosen.get(prefix)
+                    if current is None or (
+                        current.next_hop.is_link_local and not attrs.next_hop.is_link_local
+                    ):
+                        chosen[prefix] = attrs
+            announced.extend(chosen.items())
     withdrawn: list[IPNetwork] = []
     for family_name, nlris in _obj(update.get("withdraw", {}), "update.withdraw").items():
         version = _family(family_name)

@@ -255,6 +255,23 @@ def test_ipv6_announce_over_an_ipv4_session_keeps_the_ipv6_next_hop() -> None:
     ]
 
 
+def test_ipv6_global_and_link_local_next_hops_give_one_route() -> None:
+    # With a 32-byte MP_REACH next hop (RFC 2545) ExaBGP lists every prefix
+    # under the global and again under the link-local address.
+    data = json.loads(fixture("update_ipv6_announce"))
+    family = data["neighbor"]["message"]["update"]["announce"]["ipv6 unicast"]
+    nlris = family["fd00:198:18::1"]
+    both = {"fe80::1": nlris, "fd00:198:18::1": nlris}
+    data["neighbor"]["message"]["update"]["announce"]["ipv6 unicast"] = both
+    (event,) = api.parse_message(json.dumps(data))
+    assert isinstance(event, UpdateEvent)
+    assert [(p, a.next_hop) for p, a in event.announced] == [(net("fd00:64::1/128"), A6)]
+    data["neighbor"]["message"]["update"]["announce"]["ipv6 unicast"] = {"fe80::1": nlris}
+    (event,) = api.parse_message(json.dumps(data))
+    assert isinstance(event, UpdateEvent)
+    assert event.announced[0][1].next_hop == ipaddress.IPv6Address("fe80::1")
+
+
 def test_withdraws() -> None:
     assert api.parse_message(fixture("update_ipv4_withdraw")) == [
         UpdateEvent(A4, withdrawn=(net("100.64.0.2/32"),))
