@@ -164,3 +164,12 @@ class Processes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         self.started.clear()
+
+
+def assert_never(predicate: Callable[[], object], *, duration: float, what: str) -> None:
+    """Poll for `duration` seconds and fail as soon as predicate holds."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if predicate():
+            raise AssertionError(f"{what} happened")
+        time.sleep(0.2)

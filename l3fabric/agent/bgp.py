@@ -39,6 +39,7 @@ from l3fabric.bgp.policy import ImportPolicy, PeerInfo
 from l3fabric.bgp.rib import Rib, TearDown
 from l3fabric.config import Config, PeerConfig
 from l3fabric.dataplane import Dataplane
+from l3fabric.dataplane.netstat import md5_counters
 from l3fabric.datastore.base import Datastore, DatastoreError, WatchCompacted
 from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload, host_prefix
 
@@ -114,10 +115,12 @@ class BgpService:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._expire_scheduled = False
+        self._md5_baseline: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
+        self._md5_baseline = md5_counters()
         self._refresh_neighbors()
         self._speaker.start()
         for target, name in ((self._pump_events, "bgp-events"), (self._watch_nodes, "bgp-nodes")):
@@ -502,14 +505,15 @@ class BgpService:
     def peer_table(self) -> list[dict[str, Any]]:
         now = self._clock()
         stats = self._rib.stats()
+        md5 = {k: v - self._md5_baseline.get(k, 0) for k, v in md5_counters().items()}
         rows = []
         for address in sorted(self._neighbors, key=lambda a: (a.version, int(a))):
             neighbor = self._neighbors[address]
             status = neighbor.status
             rib = stats.get(address)
             info = status.info
-            if not info and status.state != "Established" and status.password:
-                info = "no session yet (MD5 password mismatch or peer unreachable?)"
+            if status.state != "Established":
+                info = _md5_hint(status.password, md5) or info
             rows.append(
                 {
                     "peer": str(address),
@@ -567,6 +571,18 @@ class BgpService:
             local_addresses=frozenset(local),
             node_addresses=tuple(a for a in (node.ipv4, node.ipv6) if a is not None),
         )
+
+
+def _md5_hint(password: bool, md5: dict[str, int]) -> str:
+    """Why a session may be down, from the kernel's node-wide TCP-MD5 drop
+    counters (increases since the agent started)."""
+    if password and md5.get("TCPMD5Failure", 0) > 0:
+        return f"MD5 signature mismatch: kernel dropped {md5['TCPMD5Failure']} segments"
+    if password and md5.get("TCPMD5NotFound", 0) > 0:
+        return "MD5 mismatch: peer sends no signature (is its password set?)"
+    if not password and md5.get("TCPMD5Unexpected", 0) > 0:
+        return "MD5 mismatch: peer signs its segments but no password is configured here"
+    return ""
 
 
 def _peer_name(peer: PeerConfig) -> str:
