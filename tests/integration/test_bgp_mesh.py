@@ -124,13 +124,19 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(
 
 
 def test_agent_restart_keeps_routes_on_peer(
-    mesh: list[AgentNode], netns: Namespaces, procs: Processes
+    mesh: list[AgentNode], netns: Namespaces, procs: Processes, tmp_path: Path
 ) -> None:
-    """Graceful restart: b keeps a's routes while a's agent restarts."""
+    """Graceful restart: b keeps a's routes while a's agent restarts, and
+    never withdraws them from its kernel (a sends End-of-RIB only after it
+    has replayed its routes)."""
     a, b = mesh
     wa = netns.add("wa")
     v4a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"][0]
     wait_for(lambda: learned(b.netns, v4a), timeout=10, what="learned")
+    monitor_log = tmp_path / "monitor.log"
+    monitor = procs.start(
+        ["ip", "-4", "monitor", "route"], netns=b.netns, log_path=str(monitor_log)
+    )
     assert a.proc is not None
     a.proc.send_signal(signal.SIGTERM)
     a.proc.wait(timeout=15)
@@ -144,8 +150,17 @@ def test_agent_restart_keeps_routes_on_peer(
     assert [r["stale"] for r in received] == [True]
     start_agent(procs, a)
     wait_for(
-        lambda: all(p["state"] == "Established" for p in b.status()["peers"]),
+        lambda: (
+            [
+                r["stale"]
+                for r in b.cli_json("routes", "--received", "--peer", "198.18.0.1")["routes"]
+            ]
+            == [False]
+        ),
         timeout=30,
-        what="b's sessions back",
+        what="a's route refreshed on b after a's End-of-RIB",
     )
+    Processes.stop(monitor)
+    events = [line for line in monitor_log.read_text().splitlines() if v4a in line.split()]
+    assert not [e for e in events if e.startswith("Deleted")], events
     assert learned(b.netns, v4a)
