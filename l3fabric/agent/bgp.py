@@ -147,7 +147,12 @@ class BgpService:
         """The full set (start-up, reconcile, blocks mode): announce what is
         new or changed, withdraw what is gone."""
         self._local = {a for w in workloads for a in w.addresses}
-        self._rib.set_local_addresses(self._local)
+        if self._config.bgp.advertise == "blocks":
+            # A peer's block may cover an address we borrowed from it.
+            borrowed = {a for a in self._local if not any(a in b for b in blocks)}
+            self._rib.set_local_addresses(self._local - borrowed, borrowed)
+        else:
+            self._rib.set_local_addresses(self._local)
         self._update_advertisements(self._wanted_advertisements(workloads, blocks))
 
     def workload_changed(

@@ -116,6 +116,9 @@ class ImportPolicy:
     max_prefixes: how many prefixes one peer may send (received, whether
         accepted or not) before its session is torn down; PeerInfo can override.
     pools: the fabric's address pools.
+    borrowed_addresses: this node's workload addresses that lie in another
+        node's IPAM block (advertise: blocks): a peer may announce the block
+        that covers them (its owner does), never the address itself.
     local_addresses: this node's workload addresses; no peer may announce a
         prefix equal to or covering one of them.
     node_addresses: this node's own underlay addresses; a route whose next hop
@@ -128,6 +131,7 @@ class ImportPolicy:
     max_prefixes: int = DEFAULT_MAX_PREFIXES
     pools: tuple[IPNetwork, ...] = ()
     local_addresses: frozenset[IPAddress] = frozenset()
+    borrowed_addresses: frozenset[IPAddress] = frozenset()
     node_addresses: tuple[IPAddress, ...] = ()
     # Sorted integer form of local_addresses per IP version, for O(log n)
     # "does this prefix contain a local address" questions.
@@ -146,6 +150,8 @@ class ImportPolicy:
         object.__setattr__(self, "pools", _networks("pools", self.pools))
         local = frozenset(_addresses("local_addresses", self.local_addresses))
         object.__setattr__(self, "local_addresses", local)
+        borrowed = frozenset(_addresses("borrowed_addresses", self.borrowed_addresses))
+        object.__setattr__(self, "borrowed_addresses", borrowed)
         object.__setattr__(
             self, "node_addresses", tuple(_addresses("node_addresses", self.node_addresses))
         )
@@ -156,10 +162,21 @@ class ImportPolicy:
             values.sort()
         object.__setattr__(self, "_local_index", index)
 
-    def with_local_addresses(self, addresses: Iterable[IPAddress]) -> ImportPolicy:
-        return replace(self, local_addresses=frozenset(addresses))
+    def with_local_addresses(
+        self, addresses: Iterable[IPAddress], borrowed: Iterable[IPAddress] = ()
+    ) -> ImportPolicy:
+        return replace(
+            self, local_addresses=frozenset(addresses), borrowed_addresses=frozenset(borrowed)
+        )
 
     def covers_local_workload(self, prefix: IPNetwork) -> bool:
+        if prefix.prefixlen == prefix.max_prefixlen and prefix.network_address in (
+            self.borrowed_addresses
+        ):
+            return True
+        return self._covers_own(prefix)
+
+    def _covers_own(self, prefix: IPNetwork) -> bool:
         values = self._local_index[prefix.version]
         first = int(prefix.network_address)
         i = bisect.bisect_left(values, first)

@@ -240,11 +240,16 @@ class Rib:
             actions.extend(self._enforce_limit(peer))
         return actions
 
-    def set_local_addresses(self, addresses: Iterable[IPAddress]) -> None:
+    def set_local_addresses(
+        self, addresses: Iterable[IPAddress], borrowed: Iterable[IPAddress] = ()
+    ) -> None:
         """This node's workload addresses changed: judge again only the stored
-        prefixes that cover an address that came or went."""
-        new_policy = self._policy.with_local_addresses(addresses)
-        changed = new_policy.local_addresses ^ self._policy.local_addresses
+        prefixes that cover an address that came or went. `borrowed` ones
+        (in other nodes' blocks) may be covered by a peer, not announced."""
+        new_policy = self._policy.with_local_addresses(addresses, borrowed)
+        changed = (new_policy.local_addresses ^ self._policy.local_addresses) | (
+            new_policy.borrowed_addresses ^ self._policy.borrowed_addresses
+        )
         self._policy = new_policy
         for prefix in self._covering_prefixes(changed):
             for holder in list(self._by_prefix.get(prefix, {})):
