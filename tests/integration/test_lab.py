@@ -1,0 +1,328 @@
+"""`l3fabric lab` end to end: each topology in containerlab/ deployed on
+namespaces, daemons up, the verify matrix, graph, destroy, nothing left.
+
+Each test deploys under a unique lab name (--name), so runs can coexist, and
+destroys its lab in a finally block whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from l3fabric.lab.paths import LAB_ROOT
+from l3fabric.lab.runtime import is_alive
+from tests.nettools import unique_name, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CLAB = REPO / "containerlab"
+LAB = [sys.executable, "-m", "l3fabric.cli_lab", "lab"]
+L3FABRIC = [sys.executable, "-m", "l3fabric.cli"]
+
+
+def need(*tools: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for namespaces")
+    missing = [t for t in tools if shutil.which(t) is None and not Path(t).exists()]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+
+
+class LabRun:
+    def __init__(self, topology: Path, name: str) -> None:
+        self.topology = topology
+        self.name = name
+        self.timings: dict[str, float] = {}
+
+    def cli(
+        self, action: str, *args: str, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [*LAB, action, str(self.topology), "--name", self.name, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        self.timings[action] = time.monotonic() - started
+        return proc
+
+    def ok(self, action: str, *args: str) -> str:
+        proc = self.cli(action, *args)
+        assert proc.returncode == 0, (
+            f"lab {action} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+        return proc.stdout
+
+    def exec(self, node: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("exec", node, "--", *cmd)
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((LAB_ROOT / self.name / "state.json").read_text())
+        return data
+
+    def leftovers(self) -> dict[str, list[str]]:
+        prefix = f"{self.name}-"
+        namespaces = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        mounts = [
+            line
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f"/{prefix}" in line or f"/{self.name}/" in line
+        ]
+        files = [str(LAB_ROOT / self.name)] if (LAB_ROOT / self.name).exists() else []
+        return {"namespaces": namespaces, "mounts": mounts, "files": files}
+
+
+@pytest.fixture
+def lab_run(request: pytest.FixtureRequest) -> Iterator[Any]:
+    made: list[LabRun] = []
+
+    def make(topology: Path, tag: str = "lab") -> LabRun:
+        run = LabRun(topology, unique_name(tag))
+        made.append(run)
+        return run
+
+    try:
+        yield make
+    finally:
+        for run in made:
+            run.cli("destroy")
+
+
+def assert_destroyed_cleanly(run: LabRun, state: dict[str, Any]) -> None:
+    pids = [(p["pid"], p["start"]) for p in state["processes"]]
+    pids += [(h["pid"], h["start"]) for h in state["holders"].values()]
+    assert pids
+    run.ok("destroy")
+    assert not [pid for pid, start in pids if is_alive(pid, start)]
+    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+    # Idempotent.
+    assert "nothing to remove" in run.ok("destroy")
+
+
+def wait_agents_ready(run: LabRun, nodes: list[str], timeout: float = 90) -> None:
+    def ready() -> bool:
+        return all(
+            run.exec(node, *L3FABRIC, "status", "-o", "json").returncode == 0 for node in nodes
+        )
+
+    wait_for(ready, timeout=timeout, interval=1, what=f"agents of {run.name} ready")
+
+
+def wait_verified(run: LabRun, timeout: float = 60) -> str:
+    """verify until it passes (routes converge right after sessions do)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = run.cli("verify")
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            assert proc.returncode == 0, f"verify failed:\n{proc.stdout}\n{proc.stderr}"
+            return proc.stdout
+        time.sleep(1)
+
+
+def inspect(run: LabRun) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(run.ok("inspect", "-o", "json"))
+    return rows
+
+
+def graph_sessions(run: LabRun, tmp_path: Path) -> str:
+    out = tmp_path / "fabric.svg"
+    run.ok("graph", "-o", str(out))
+    svg = out.read_text()
+    assert svg.startswith("<svg") and "</svg>" in svg
+    return svg
+
+
+def report(run: LabRun) -> None:
+    print(f"\n{run.topology.name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items()))
+
+
+# -- the topologies ----------------------------------------------------------------
+
+
+def test_two_nodes(lab_run: Any, tmp_path: Path) -> None:
+    need("nsenter", "unshare")
+    run = lab_run(CLAB / "two-nodes.clab.yml", "tn")
+    out = run.ok("deploy", "--workloads", "2")
+    assert "workload node2-w1" in out
+    rows = inspect(run)
+    assert {r["node"]: r["state"] for r in rows} == {"node1": "running", "node2": "running"}
+    assert "198.18.0.1/24" in next(r for r in rows if r["node"] == "node1")["addresses"]
+
+    # Inside a node, the CLI finds that node's agent without flags.
+    listed = json.loads(run.exec("node1", *L3FABRIC, "workload", "list", "-o", "json").stdout)
+    assert sorted(w["name"] for w in listed) == ["node1-w0", "node1-w1"]
+    assert run.exec("node2", "hostname").stdout.strip() == "node2"
+    assert run.exec("node1", "sh", "-c", "exit 7").returncode == 7
+
+    wait_agents_ready(run, ["node1", "node2"])
+    verified = wait_verified(run)
+    assert "PASS" in verified and "✗" not in verified
+    svg = graph_sessions(run, tmp_path)
+    assert 'class="session established"' in svg and 'class="session down"' not in svg
+    state = run.state()
+    assert_destroyed_cleanly(run, state)
+    report(run)
+
+
+def test_route_reflectors(lab_run: Any, tmp_path: Path) -> None:
+    need("nsenter", "unshare", "bird", "birdc")
+    run = lab_run(CLAB / "route-reflectors.clab.yml", "rr")
+    run.ok("deploy", "--workloads", "3")
+    assert all(r["state"] == "running" for r in inspect(run))
+
+    def reflectors_established() -> bool:
+        out = run.exec("rr1", "birdc", "show", "protocols").stdout
+        sessions = [line for line in out.splitlines() if line.startswith(("peer_", "dyn_"))]
+        # rr2 on both families, and the four nodes on both families.
+        return len(sessions) == 10 and all("Established" in line for line in sessions)
+
+    wait_for(reflectors_established, timeout=90, interval=1, what="rr1 sessions Established")
+    wait_agents_ready(run, [f"node{i}" for i in range(1, 5)])
+    verified = wait_verified(run)
+    assert verified.count("✓") >= 2 * 12 * 15  # both families, 16 senders x 12 receivers
+    graph_sessions(run, tmp_path)
+    assert_destroyed_cleanly(run, run.state())
+    report(run)
+
+
+def test_leaf_spine(lab_run: Any, tmp_path: Path) -> None:
+    need("nsenter", "unshare", "bird", "birdc", "vtysh", "/usr/lib/frr/bgpd")
+    run = lab_run(CLAB / "leaf-spine.clab.yml", "ls")
+    run.ok("deploy", "--workloads", "2")
+    rows = {r["node"]: r for r in inspect(run)}
+    assert rows["spine1"]["runs"] == "frr" and rows["leaf1"]["runs"] == "bird"
+
+    def spines_established() -> bool:
+        for spine in ("spine1", "spine2"):
+            proc = run.exec(spine, "vtysh", "-c", "show bgp summary json")
+            summary = json.loads(proc.stdout)
+            states = [
+                peer["state"]
+                for family in ("ipv4Unicast", "ipv6Unicast")
+                for peer in summary.get(family, {}).get("peers", {}).values()
+            ]
+            if len(states) != 4 or set(states) != {"Established"}:
+                return False
+        return True
+
+    wait_for(spines_established, timeout=90, interval=1, what="spine sessions Established")
+    wait_agents_ready(run, [f"node{i}" for i in range(1, 5)])
+    verified = wait_verified(run)
+    assert "PASS" in verified
+
+    # ECMP on the leaf towards the other rack, next hop self towards its
+    # nodes for routes from the spines, the rack-mate's own next hop kept.
+    workloads = {w["name"]: w for w in run.state()["workloads"]}
+    remote = workloads["node3-w0"]["addresses"][0]
+    leaf_route = run.exec("leaf1", "ip", "route", "show", remote).stdout
+    assert "nexthop via 198.18.100.1" in leaf_route and "nexthop via 198.18.100.3" in leaf_route
+    node_route = run.exec("node1", "ip", "route", "show", remote).stdout
+    assert "via 198.18.1.254" in node_route
+    mate = workloads["node2-w0"]["addresses"][0]
+    assert "via 198.18.1.2 " in run.exec("node1", "ip", "route", "show", mate).stdout
+
+    svg = graph_sessions(run, tmp_path)
+    assert svg.count('class="session established"') >= 8
+    assert_destroyed_cleanly(run, run.state())
+    report(run)
+
+
+# -- failures and the general runner -------------------------------------------------
+
+
+def copy_topology(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / "topo"
+    target.mkdir()
+    shutil.copy(CLAB / f"{name}.clab.yml", target)
+    shutil.copytree(CLAB / name, target / name)
+    return target / f"{name}.clab.yml"
+
+
+def test_failed_deploy_names_the_node_and_leaves_nothing(lab_run: Any, tmp_path: Path) -> None:
+    need("nsenter", "unshare")
+    topology = copy_topology("two-nodes", tmp_path)
+    config = topology.parent / "two-nodes" / "node2.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["bgp"]["mesh"] = "sometimes"  # valid YAML, a config the agent refuses
+    config.write_text(yaml.safe_dump(data))
+    run = lab_run(topology, "bad")
+    proc = run.cli("deploy", "--workloads", "1")
+    assert proc.returncode == 1
+    assert "node node2: agent exited" in proc.stderr
+    assert "bgp.mesh" in proc.stderr  # the agent's own message, from its log
+    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+
+
+def test_plain_frr_lab_like_containerlab_examples(lab_run: Any, tmp_path: Path) -> None:
+    """Two FRR routers in the shape of containerlab's own FRR labs: frr.conf
+    and daemons bound in, addresses from exec, plus a plain host."""
+    need("nsenter", "unshare", "vtysh", "/usr/lib/frr/bgpd")
+    base = tmp_path / "frr-lab"
+    for i, (mine, other) in enumerate(
+        (("198.18.50.1", "198.18.50.2"), ("198.18.50.2", "198.18.50.1")), 1
+    ):
+        router = base / f"r{i}"
+        router.mkdir(parents=True)
+        (router / "daemons").write_text("bgpd=yes\nvtysh_enable=yes\n")
+        (router / "frr.conf").write_text(
+            f"frr defaults datacenter\nhostname r{i}\n!\nrouter bgp {65000 + i}\n"
+            f" bgp router-id {mine}\n no bgp ebgp-requires-policy\n"
+            f" neighbor {other} remote-as {65000 + 3 - i}\n exit\n!\n"
+        )
+    topology = {
+        "name": "frr",
+        "topology": {
+            "nodes": {
+                f"r{i}": {
+                    "kind": "linux",
+                    "image": "quay.io/frrouting/frr:8.4.1",
+                    "binds": [f"r{i}/frr.conf:/etc/frr/frr.conf", f"r{i}/daemons:/etc/frr/daemons"],
+                    "exec": [f"ip addr add 198.18.50.{i}/24 dev eth1"],
+                }
+                for i in (1, 2)
+            }
+            | {"host": {"kind": "linux", "image": "alpine:3", "exec": ["ip link set lo up"]}},
+            "links": [
+                {"endpoints": ["r1:eth1", "r2:eth1"]},
+                {"endpoints": ["r1:eth2", "host:eth1"]},
+            ],
+        },
+    }
+    path = base / "frr.clab.yml"
+    path.write_text(yaml.safe_dump(topology))
+    run = lab_run(path, "frr")
+    run.ok("deploy")
+
+    def established() -> bool:
+        summary = json.loads(run.exec("r1", "vtysh", "-c", "show bgp summary json").stdout)
+        return summary["ipv4Unicast"]["peers"]["198.18.50.2"]["state"] == "Established"
+
+    wait_for(established, timeout=60, interval=1, what="r1-r2 Established")
+    assert json.loads(run.exec("host", "ip", "-j", "link", "show", "eth1").stdout)
+    assert_destroyed_cleanly(run, run.state())
+
+
+def test_destroy_without_state_file(lab_run: Any) -> None:
+    need("nsenter", "unshare")
+    run = lab_run(CLAB / "two-nodes.clab.yml", "nost")
+    run.ok("deploy")
+    state = run.state()
+    (LAB_ROOT / run.name / "state.json").unlink()
+    pids = [(p["pid"], p["start"]) for p in state["processes"]]
+    pids += [(h["pid"], h["start"]) for h in state["holders"].values()]
+    run.ok("destroy")
+    assert not [pid for pid, start in pids if is_alive(pid, start)]
+    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
