@@ -25,9 +25,12 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import yaml
 
 from l3fabric import control
 from l3fabric.lab.paths import LabPaths
@@ -47,6 +50,7 @@ AGENT_CONFIG = "/etc/l3fabric/node.yaml"
 AGENT_STATE = PurePosixPath("/var/lib/l3fabric")
 L3FABRIC_CLI = (sys.executable, "-m", "l3fabric.cli")
 BIRD_SOCKET = "/run/bird/bird.ctl"
+BIRD_PID = "/run/bird/bird.pid"
 FRR_DIR = Path("/usr/lib/frr")
 # FRR starts these whatever the daemons file says (as frrinit.sh does).
 FRR_ALWAYS = ("zebra", "staticd")
@@ -114,26 +118,31 @@ def prepare(ctx: NodeContext) -> None:
             os.chown(frr_run, pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid)
 
 
-def start(ctx: NodeContext) -> list[ProcessRecord]:
+def start(ctx: NodeContext, recorded: Callable[[ProcessRecord], None]) -> list[ProcessRecord]:
+    """Start the node's daemons; `recorded` hears of each one as soon as it
+    runs, so that a failure halfway still leaves every PID in the lab state."""
     kind = ctx.node.image_kind
     env = dict(ctx.node.env)
+    records: list[ProcessRecord] = []
+
+    def spawn_daemon(what: str, argv: list[str]) -> None:
+        record = _spawn(ctx, what, argv, env)
+        records.append(record)
+        recorded(record)
+
     if kind is ImageKind.L3FABRIC:
-        return [_spawn(ctx, "agent", [*L3FABRIC_CLI, "agent", "--config", AGENT_CONFIG], env)]
-    if kind is ImageKind.BIRD:
-        argv = [
-            "bird",
-            "-f",
-            "-c",
-            "/etc/bird/bird.conf",
-            "-s",
-            BIRD_SOCKET,
-            "-P",
-            "/run/bird/bird.pid",
-        ]
-        return [_spawn(ctx, "bird", argv, env)]
-    if kind is ImageKind.FRR:
-        return _start_frr(ctx, env)
-    return []
+        spawn_daemon("agent", [*L3FABRIC_CLI, "agent", "--config", AGENT_CONFIG])
+    elif kind is ImageKind.BIRD:
+        conf = "/etc/bird/bird.conf"
+        spawn_daemon("bird", ["bird", "-f", "-c", conf, "-s", BIRD_SOCKET, "-P", BIRD_PID])
+    elif kind is ImageKind.FRR:
+        daemons_file = ctx.host_path(PurePosixPath("/etc/frr/daemons")) or Path("/etc/frr/daemons")
+        for daemon, options in frr_daemons(daemons_file if daemons_file.exists() else None):
+            spawn_daemon(f"frr-{daemon}", [str(FRR_DIR / daemon), *options])
+            if daemon == "zebra":
+                # Every other daemon connects to zebra at start.
+                _wait_path(ctx, ctx.run_dir / "frr" / "zserv.api", records, 20)
+    return records
 
 
 def _spawn(ctx: NodeContext, what: str, argv: list[str], env: dict[str, str]) -> ProcessRecord:
@@ -176,17 +185,6 @@ def frr_daemons(daemons_file: Path | None) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _start_frr(ctx: NodeContext, env: dict[str, str]) -> list[ProcessRecord]:
-    daemons_file = ctx.host_path(PurePosixPath("/etc/frr/daemons")) or Path("/etc/frr/daemons")
-    records = []
-    for daemon, options in frr_daemons(daemons_file if daemons_file.exists() else None):
-        records.append(_spawn(ctx, f"frr-{daemon}", [str(FRR_DIR / daemon), *options], env))
-        if daemon == "zebra":
-            # Every other daemon connects to zebra at start.
-            _wait_path(ctx, ctx.run_dir / "frr" / "zserv.api", records, 20)
-    return records
-
-
 def _wait_path(ctx: NodeContext, path: Path, records: list[ProcessRecord], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -208,47 +206,50 @@ def _check_alive(ctx: NodeContext, records: list[ProcessRecord]) -> None:
 # -- readiness ---------------------------------------------------------------------
 
 
+class _NotYet(Exception):
+    """The daemon is alive but does not answer yet: ask again."""
+
+
 def wait_started(ctx: NodeContext, records: list[ProcessRecord], timeout: float = 60) -> str:
     """Wait until the node's daemons answer; return a one-line description.
     Raises LabError with the failing daemon's log tail."""
-    kind = ctx.node.image_kind
     deadline = time.monotonic() + timeout
-    last = ""
     while True:
         _check_alive(ctx, records)
         try:
-            if kind is ImageKind.L3FABRIC:
-                status = agent_call(ctx, "status")
-                return f"agent {status.get('state')} ({status.get('reason')})"
-            if kind is ImageKind.BIRD:
-                out = run(["birdc", "-s", str(ctx.run_dir / "bird" / "bird.ctl"), "show", "status"])
-                if "up and running" in out.stdout:
-                    return "bird up"
-                last = out.stdout.strip()
-            elif kind is ImageKind.FRR:
-                for record in records:
-                    daemon = record.what.removeprefix("frr-")
-                    if not (ctx.run_dir / "frr" / f"{daemon}.vty").exists():
-                        raise LabError(f"{daemon} has no vty socket yet")
-                proc = run(in_node(ctx.holder, ["vtysh", "-b"]), check=False)
-                if proc.returncode != 0:
-                    raise LabError(
-                        f"node {ctx.node.name}: vtysh -b (loading /etc/frr/frr.conf) failed:\n"
-                        f"{(proc.stdout + proc.stderr).strip()}"
-                    )
-                return "frr " + " ".join(r.what.removeprefix("frr-") for r in records)
-            else:
-                return "host"
-        except (control.ControlError, OSError, subprocess.SubprocessError) as exc:
-            last = str(exc)
-        except LabError as exc:
-            if "vtysh -b" in str(exc):
-                raise
+            return _answer(ctx, records)
+        except (_NotYet, control.ControlError, OSError, subprocess.SubprocessError) as exc:
             last = str(exc)
         if time.monotonic() > deadline:
             tails = "\n".join(f"--- {r.log}\n{log_tail(r.log)}" for r in records)
             raise LabError(f"node {ctx.node.name}: not up after {timeout:.0f}s ({last})\n{tails}")
         time.sleep(0.2)
+
+
+def _answer(ctx: NodeContext, records: list[ProcessRecord]) -> str:
+    kind = ctx.node.image_kind
+    if kind is ImageKind.L3FABRIC:
+        status = agent_call(ctx, "status")
+        return f"agent {status.get('state')} ({status.get('reason')})"
+    if kind is ImageKind.BIRD:
+        argv = ["birdc", "-s", str(ctx.run_dir / "bird" / "bird.ctl"), "show", "status"]
+        out = run(argv, check=False).stdout
+        if "up and running" not in out:
+            raise _NotYet(out.strip() or "birdc has no answer")
+        return "bird up"
+    if kind is ImageKind.FRR:
+        for record in records:
+            daemon = record.what.removeprefix("frr-")
+            if not (ctx.run_dir / "frr" / f"{daemon}.vty").exists():
+                raise _NotYet(f"{daemon} has no vty socket yet")
+        proc = run(in_node(ctx.holder, ["vtysh", "-b"]), check=False)
+        if proc.returncode != 0:  # a config error: asking again will not help
+            raise LabError(
+                f"node {ctx.node.name}: vtysh -b (loading /etc/frr/frr.conf) failed:\n"
+                f"{(proc.stdout + proc.stderr).strip()}"
+            )
+        return "frr " + " ".join(r.what.removeprefix("frr-") for r in records)
+    return "host"
 
 
 def agent_call(ctx: NodeContext, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -274,11 +275,9 @@ def _agent_state_dir(ctx: NodeContext) -> PurePosixPath:
     if source is None:
         return AGENT_STATE
     try:
-        import yaml
-
         data = yaml.safe_load(source.read_text())
         state_dir = data.get("state_dir") if isinstance(data, dict) else None
-    except (OSError, ValueError, AttributeError):
+    except (OSError, yaml.YAMLError):
         return AGENT_STATE
     return PurePosixPath(state_dir) if isinstance(state_dir, str) else AGENT_STATE
 

@@ -118,16 +118,9 @@ def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> No
         add_veth(paths.netns(link.a.node), link.a.iface, paths.netns(link.b.node), link.b.iface)
     started: dict[str, list[ProcessRecord]] = {}
     for node in topo.nodes:
-        if node.image_kind is ImageKind.HOST:
-            continue
-        progress(f"node {node.name}: starting {node.image_kind.value}")
-        records = []
-        try:
-            for record in daemons.start(contexts[node.name]):
-                records.append(record)
-                state.add_process(record)
-        finally:
-            started[node.name] = records
+        if node.image_kind is not ImageKind.HOST:
+            progress(f"node {node.name}: starting {node.image_kind.value}")
+            started[node.name] = daemons.start(contexts[node.name], state.add_process)
     for node in topo.nodes:
         for command in node.exec:
             progress(f"node {node.name}: exec {command}")
