@@ -8,24 +8,34 @@ key path of the bad value ("FILE: bgp.peers[1].asn: ...").
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
+from l3fabric._schema import (
+    Errors,
+    Invalid,
+    Section,
+    StrictLoader,
+    absolute_path,
+    boolean,
+    choice,
+    describe,
+    integer,
+    interval,
+    network,
+    string,
+    unicast,
+    unicast_of,
+    unique,
+)
 from l3fabric.model import IPAddress, IPNetwork, valid_name
-
-T = TypeVar("T")
-D = TypeVar("D")
-A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
-H = TypeVar("H", bound=Hashable)
 
 MAX_NAME_LEN = 63
 ASN_MAX = 4_294_967_294  # 4294967295 is reserved (RFC 7300)
@@ -197,29 +207,12 @@ def restart_required(old: Config, new: Config) -> tuple[str, ...]:
     return tuple(path for path, before, after in checks if before != after)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a duplicate key instead of silently keeping the
-    last one, which would drop half of what the operator wrote."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"found duplicate key {key!r}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, parse and validate one node's YAML file."""
     source = os.fspath(path)
     try:
         text = Path(source).read_bytes().decode("utf-8")
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=StrictLoader)
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
@@ -237,25 +230,25 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: object, source: str = "<config>") -> Config:
     """Validate already-loaded YAML data; raises ConfigError listing every problem."""
     if not isinstance(data, Mapping):
-        raise ConfigError([f"{source}: top level must be a mapping, got {_describe(data)}"])
-    errors = _Errors(source)
-    root = _Section.of(errors, "", data)
+        raise ConfigError([f"{source}: top level must be a mapping, got {describe(data)}"])
+    errors = Errors(source)
+    root = Section.of(errors, "", data)
     node = _parse_node(root.section("node", required=True))
     pools = _parse_pools(root, node)
     ipam_section = root.section("ipam")
-    ipam = IpamConfig(ipam_section.value("strict_affinity", _bool, False))
-    state_dir = root.value("state_dir", _absolute_path, DEFAULT_STATE_DIR)
+    ipam = IpamConfig(ipam_section.value("strict_affinity", boolean, False))
+    state_dir = root.value("state_dir", absolute_path, DEFAULT_STATE_DIR)
     datastore = _parse_datastore(root.section("datastore"), state_dir)
     metrics_section = root.section("metrics")
     host, port = metrics_section.value("listen", _listen, ("127.0.0.1", 9641))
-    metrics = MetricsConfig(host, port, metrics_section.value("enabled", _bool, True))
+    metrics = MetricsConfig(host, port, metrics_section.value("enabled", boolean, True))
     reconcile_section = root.section("reconcile")
-    reconcile = ReconcileConfig(reconcile_section.value("interval", _interval, 30.0))
+    reconcile = ReconcileConfig(reconcile_section.value("interval", interval, 30.0))
     bgp = _parse_bgp(root.section("bgp"), node)
     log_section = root.section("log")
     log = LogConfig(
-        log_section.value("level", _choice("debug", "info", "warning", "error"), "info"),
-        log_section.value("format", _choice("json", "text"), "json"),
+        log_section.value("level", choice("debug", "info", "warning", "error"), "info"),
+        log_section.value("format", choice("json", "text"), "json"),
     )
     for section in (ipam_section, metrics_section, reconcile_section, log_section, root):
         section.close()
@@ -264,305 +257,83 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     return Config(source, node, pools, ipam, state_dir, datastore, metrics, reconcile, bgp, log)
 
 
-# --- the reader ----------------------------------------------------------------
+# --- converters for this file's own values ------------------------------------
 
-
-class _Invalid(ValueError):
-    """A converter's complaint about one value; the reader adds file and path."""
-
-
-class _Errors:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.messages: list[str] = []
-        self._failed: set[str] = set()
-
-    def add(self, path: str, message: str) -> None:
-        self.messages.append(f"{self.source}: {path}: {message}")
-        self._failed.add(path)
-
-    def ok(self, *paths: str) -> bool:
-        """True when neither the paths nor a section around them failed, so a
-        cross-check does not pile a second error onto a placeholder value."""
-        return not any(_within(path, bad) for path in paths for bad in self._failed)
-
-    def clean(self, path: str) -> bool:
-        """True when nothing at or below path failed."""
-        return not any(_within(bad, path) for bad in self._failed)
-
-
-def _within(path: str, outer: str) -> bool:
-    return path == outer or path.startswith((outer + ".", outer + "["))
-
-
-class _Section:
-    """One mapping of the file. Hands out typed values by key, knows the key
-    path for messages, and remembers which keys were read so that close() can
-    report the rest as unknown. A section that is absent or broken reads as
-    empty and does not complain about its required keys."""
-
-    def __init__(self, errors: _Errors, path: str, data: Mapping[str, object], present: bool):
-        self.errors = errors
-        self.path = path
-        self.present = present
-        self._data = data
-        self._read: set[str] = set()
-
-    @classmethod
-    def of(cls, errors: _Errors, path: str, raw: object) -> _Section:
-        if raw is None:
-            return cls(errors, path, {}, present=False)
-        if not isinstance(raw, Mapping):
-            errors.add(path, f"expected a mapping, got {_describe(raw)}")
-            return cls(errors, path, {}, present=False)
-        for key in raw:
-            if not isinstance(key, str):
-                errors.add(path or "(top level)", f"key {key!r} is not a string (quote it)")
-        data = {key: value for key, value in raw.items() if isinstance(key, str)}
-        return cls(errors, path, data, present=True)
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str, message: str) -> None:
-        self.errors.add(self.at(key), message)
-
-    def ok(self, *keys: str) -> bool:
-        return self.errors.ok(*(self.at(key) for key in keys))
-
-    def has(self, key: str) -> bool:
-        # A key set to null (`ipv6:` with nothing after it) counts as absent.
-        return self._data.get(key) is not None
-
-    def _take(self, key: str, required: bool = False) -> object:
-        self._read.add(key)
-        if required and self.present and not self.has(key):
-            self.fail(key, "is required")
-        return self._data.get(key)
-
-    def value(
-        self, key: str, convert: Callable[[object], T], default: D, *, required: bool = False
-    ) -> T | D:
-        raw = self._take(key, required)
-        if raw is None:
-            return default
-        try:
-            return convert(raw)
-        except _Invalid as exc:
-            self.fail(key, str(exc))
-            return default
-
-    def section(self, key: str, *, required: bool = False) -> _Section:
-        return _Section.of(self.errors, self.at(key), self._take(key, required))
-
-    def items(self, key: str) -> list[tuple[str, object]]:
-        """The items of a list with their own key paths; [] when absent."""
-        raw = self._take(key)
-        if raw is not None and not isinstance(raw, list):
-            self.fail(key, f"expected a list, got {_describe(raw)}")
-        if not isinstance(raw, list):
-            return []
-        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(raw)]
-
-    def values(self, key: str, convert: Callable[[object], T]) -> list[tuple[str, T]]:
-        """The convertible items of a list; bad items are reported."""
-        converted = []
-        for path, item in self.items(key):
-            try:
-                converted.append((path, convert(item)))
-            except _Invalid as exc:
-                self.errors.add(path, str(exc))
-        return converted
-
-    def close(self) -> None:
-        known = sorted(self._read)
-        for key in self._data.keys() - self._read:
-            match = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {match[0]!r}?" if match else f"known keys: {', '.join(known)}"
-            self.fail(key, f"unknown key ({hint})")
-
-
-# --- converters: a raw YAML value to a typed one, or _Invalid ----------------------
-
-
-def _describe(value: object) -> str:
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else f"boolean {str(value).lower()}"
-    for kind, word in ((int, "integer"), (float, "number"), (str, "string")):
-        if isinstance(value, kind):
-            return f"{word} {value!r}"
-    if isinstance(value, list | Mapping):
-        return "a list" if isinstance(value, list) else "a mapping"
-    return type(value).__name__
-
-
-def _str(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise _Invalid(f"expected a string, got {_describe(raw)}")
-    if not raw.isprintable():  # the value is not echoed: it may be a password
-        raise _Invalid("contains control characters")
-    return raw
-
-
-def _bool(raw: object) -> bool:
-    if not isinstance(raw, bool):
-        raise _Invalid(f"expected true or false, got {_describe(raw)}")
-    return raw
-
-
-def _int(lo: int, hi: int, refused: Mapping[int, str] | None = None) -> Callable[[object], int]:
-    def convert(raw: object) -> int:
-        # bool is an int in Python, but `asn: true` is a mistake, not 1.
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _Invalid(f"expected an integer, got {_describe(raw)}")
-        if not lo <= raw <= hi:
-            raise _Invalid(f"{raw} is out of range {lo}..{hi}")
-        if refused and raw in refused:
-            raise _Invalid(f"{raw} is not allowed: {refused[raw]}")
-        return raw
-
-    return convert
-
-
-_asn = _int(1, ASN_MAX, {AS_TRANS: "it is AS_TRANS (RFC 6793), not a real AS number"})
-_hold_time = _int(0, 65535, dict.fromkeys((1, 2), "hold_time must be 0 or 3..65535 (RFC 4271)"))
-
-
-def _interval(raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise _Invalid(f"expected a number of seconds, got {_describe(raw)}")
-    if not 0 < raw <= 86400:  # also false for NaN
-        raise _Invalid(f"{raw} must be more than 0 and at most 86400 seconds")
-    return float(raw)
-
-
-def _choice(*choices: str) -> Callable[[object], str]:
-    def convert(raw: object) -> str:
-        if _str(raw) not in choices:
-            raise _Invalid(f"{raw!r} is not one of {', '.join(choices)}")
-        return str(raw)
-
-    return convert
+_asn = integer(1, ASN_MAX, {AS_TRANS: "it is AS_TRANS (RFC 6793), not a real AS number"})
+_hold_time = integer(0, 65535, dict.fromkeys((1, 2), "hold_time must be 0 or 3..65535 (RFC 4271)"))
 
 
 def _name(raw: object) -> str:
-    text = _str(raw)
+    text = string(raw)
     if not valid_name(text) or len(text) > MAX_NAME_LEN:
-        raise _Invalid(
+        raise Invalid(
             f"{text!r} is not a valid name (letters, digits, '.', '_', '-', starting and "
             f"ending with a letter or digit, at most {MAX_NAME_LEN} characters)"
         )
     return text
 
 
-def _absolute_path(raw: object) -> Path:
-    text = _str(raw)
-    if not os.path.isabs(text):
-        raise _Invalid(f"{text!r} is not an absolute path")
-    return Path(text)
-
-
-def _unicast(raw: object) -> IPAddress:
-    if not isinstance(raw, str):
-        # YAML 1.1 reads an unquoted 1:2:3:4:5:6:7:8 as a base-60 integer.
-        raise _Invalid(f"expected an IP address string, got {_describe(raw)} (quote it)")
-    try:
-        address = ipaddress.ip_address(raw)
-    except ValueError:
-        raise _Invalid(f"{raw} is not a valid IP address") from None
-    for kind in ("unspecified", "loopback", "multicast", "link_local", "reserved"):
-        if getattr(address, "is_" + kind):
-            raise _Invalid(f"{address} is not a unicast address ({kind.replace('_', '-')})")
-    return address
-
-
-def _unicast_of(kind: type[A]) -> Callable[[object], A]:
-    def convert(raw: object) -> A:
-        address = _unicast(raw)
-        if not isinstance(address, kind):
-            raise _Invalid(
-                f"{address} is not an IPv{4 if kind is ipaddress.IPv4Address else 6} address"
-            )
-        return address
-
-    return convert
-
-
-def _network(raw: object) -> IPNetwork:
-    if not isinstance(raw, str):
-        raise _Invalid(f"expected a network like 100.64.0.0/16, got {_describe(raw)}")
-    try:
-        return ipaddress.ip_network(raw)
-    except ValueError:
-        pass
-    try:
-        ipaddress.ip_network(raw, strict=False)
-    except ValueError:
-        raise _Invalid(f"{raw} is not a valid network") from None
-    raise _Invalid(f"{raw} has host bits set")
-
-
 def _password(raw: object) -> str:
     # Messages never echo the password, not even a YAML number in its place.
-    text = _str(raw if isinstance(raw, str) else "")
+    text = string(raw if isinstance(raw, str) else "")
     bad = " ".join(sorted(set(text) & PASSWORD_FORBIDDEN))
     if not text:
-        raise _Invalid("must be a non-empty string (leave the key out for no password)")
+        raise Invalid("must be a non-empty string (leave the key out for no password)")
     if len(text) > MAX_PASSWORD_LEN:
-        raise _Invalid(f"is {len(text)} characters; TCP MD5 keys are at most {MAX_PASSWORD_LEN}")
+        raise Invalid(f"is {len(text)} characters; TCP MD5 keys are at most {MAX_PASSWORD_LEN}")
     if not text.isascii():
-        raise _Invalid("must be printable ASCII")
+        raise Invalid("must be printable ASCII")
     if text != text.strip():
-        raise _Invalid("must not start or end with whitespace")
+        raise Invalid("must not start or end with whitespace")
     if bad:
-        raise _Invalid(f"must not contain {bad} (it is written into daemon configs)")
+        raise Invalid(f"must not contain {bad} (it is written into daemon configs)")
     return text
 
 
 def _endpoint(raw: object) -> str:
-    text = _str(raw)
+    text = string(raw)
     parts = urlsplit(text)
     try:
         port = parts.port
     except ValueError:
-        raise _Invalid(f"{text} has an invalid port") from None
+        raise Invalid(f"{text} has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or not port:
-        raise _Invalid(f"{text} is not of the form http://HOST:PORT")
+        raise Invalid(f"{text} is not of the form http://HOST:PORT")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise _Invalid(f"{text} must not have a path, query or user part")
+        raise Invalid(f"{text} must not have a path, query or user part")
     return text.rstrip("/")
 
 
 def _key_prefix(raw: object) -> str:
-    text = _str(raw)
+    text = string(raw)
     if not text.startswith("/") or text.endswith("/") or "//" in text or " " in text:
-        raise _Invalid(f"{text!r} must start with '/', not end with '/', and have no spaces")
+        raise Invalid(f"{text!r} must start with '/', not end with '/', and have no spaces")
     return text
 
 
 def _command(raw: object) -> str:
-    text = _str(raw)
+    text = string(raw)
     if not text.strip() or ("/" in text and not os.path.isabs(text)):
-        raise _Invalid(f"{text!r} is neither a command name nor an absolute path")
+        raise Invalid(f"{text!r} is neither a command name nor an absolute path")
     return text
 
 
 def _listen(raw: object) -> tuple[str, int]:
-    text = _str(raw)
+    text = string(raw)
     host, _, port = text.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     host = host[1:-1] if bracketed else host
     if ":" in host and not bracketed:
-        raise _Invalid(f"{text}: IPv6 hosts go in brackets, e.g. [::1]:9641")
+        raise Invalid(f"{text}: IPv6 hosts go in brackets, e.g. [::1]:9641")
     try:
         if bracketed or host.replace(".", "").isdigit():
             ipaddress.ip_address(host)
         elif not _HOSTNAME_RE.match(host):
             raise ValueError(host)
     except ValueError:
-        raise _Invalid(f"{text} is not of the form HOST:PORT or [IPV6]:PORT") from None
+        raise Invalid(f"{text} is not of the form HOST:PORT or [IPV6]:PORT") from None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise _Invalid(f"{text}: port must be 1..65535")
+        raise Invalid(f"{text}: port must be 1..65535")
     return host, int(port)
 
 
@@ -570,27 +341,16 @@ def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
     return a.version == b.version and a.overlaps(b)
 
 
-def _unique(errors: _Errors, entries: Iterable[tuple[str, str, H]]) -> tuple[H, ...]:
-    """The distinct values of (error path, where, value) entries; a repeat is
-    reported at its own path, naming where the value was first seen."""
-    seen: dict[H, str] = {}
-    for path, where, value in entries:
-        if value in seen:
-            errors.add(path, f"{value} is also {seen[value]}")
-        seen.setdefault(value, where)
-    return tuple(seen)
-
-
 # --- sections ------------------------------------------------------------------
 
 
-def _parse_node(section: _Section) -> NodeConfig:
+def _parse_node(section: Section) -> NodeConfig:
     name = section.value("name", _name, "", required=True)
     asn = section.value("asn", _asn, 0, required=True)
-    router_id = section.value("router_id", _unicast_of(ipaddress.IPv4Address), None)
+    router_id = section.value("router_id", unicast_of(ipaddress.IPv4Address), None)
     addresses = section.section("addresses", required=True)
-    ipv4 = addresses.value("ipv4", _unicast_of(ipaddress.IPv4Address), None)
-    ipv6 = addresses.value("ipv6", _unicast_of(ipaddress.IPv6Address), None)
+    ipv4 = addresses.value("ipv4", unicast_of(ipaddress.IPv4Address), None)
+    ipv6 = addresses.value("ipv6", unicast_of(ipaddress.IPv6Address), None)
     if addresses.present and not addresses.has("ipv4") and not addresses.has("ipv6"):
         section.fail("addresses", "at least one of ipv4 and ipv6 is required")
     if not section.has("router_id") and addresses.has("ipv6") and not addresses.has("ipv4"):
@@ -600,14 +360,14 @@ def _parse_node(section: _Section) -> NodeConfig:
     return NodeConfig(name, asn, ipv4, ipv6, router_id or ipv4 or ipaddress.IPv4Address(0))
 
 
-def _parse_pools(root: _Section, node: NodeConfig) -> tuple[PoolConfig, ...]:
+def _parse_pools(root: Section, node: NodeConfig) -> tuple[PoolConfig, ...]:
     pools: list[tuple[str, PoolConfig]] = []
-    items = [_Section.of(root.errors, path, raw) for path, raw in root.items("pools")]
+    items = [Section.of(root.errors, path, raw) for path, raw in root.items("pools")]
     if not items and root.ok("pools"):
         root.fail("pools", "at least one pool is required")
     for item in items:
-        cidr = item.value("cidr", _network, None, required=True)
-        block_size = item.value("block_size", _int(0, 128), None)
+        cidr = item.value("cidr", network, None, required=True)
+        block_size = item.value("block_size", integer(0, 128), None)
         item.close()
         if cidr is None:
             continue
@@ -632,9 +392,9 @@ def _parse_pools(root: _Section, node: NodeConfig) -> tuple[PoolConfig, ...]:
     return tuple(pool for _, pool in pools)
 
 
-def _parse_datastore(section: _Section, state_dir: Path) -> DatastoreConfig:
-    kind = section.value("type", _choice("file", "etcd"), "file")
-    path = section.value("path", _absolute_path, None)
+def _parse_datastore(section: Section, state_dir: Path) -> DatastoreConfig:
+    kind = section.value("type", choice("file", "etcd"), "file")
+    path = section.value("path", absolute_path, None)
     endpoints = section.values("endpoints", _endpoint)
     prefix = section.value("prefix", _key_prefix, "/l3fabric")
     section.close()
@@ -646,11 +406,11 @@ def _parse_datastore(section: _Section, state_dir: Path) -> DatastoreConfig:
         section.fail("path", "not used by datastore.type etcd; remove it")
     if not endpoints and section.errors.clean(section.at("endpoints")):
         section.fail("endpoints", "at least one http://HOST:PORT is required for etcd")
-    unique = _unique(section.errors, ((path, path, url) for path, url in endpoints))
-    return DatastoreConfig(kind, None, unique, prefix)
+    urls = unique(section.errors, ((path, path, url) for path, url in endpoints))
+    return DatastoreConfig(kind, None, urls, prefix)
 
 
-def _check_timers(section: _Section, key: str, hold: tuple[int, str], ka: tuple[int, str]) -> None:
+def _check_timers(section: Section, key: str, hold: tuple[int, str], ka: tuple[int, str]) -> None:
     """Keepalives must come before the peer's hold timer runs out; a hold
     time of 0 turns both off. Each timer comes with the path it was set at."""
     keepalive = f"keepalive {ka[0]} ({ka[1]})"
@@ -660,22 +420,22 @@ def _check_timers(section: _Section, key: str, hold: tuple[int, str], ka: tuple[
         section.fail(key, f"{keepalive} must be less than hold time {hold[0]} ({hold[1]})")
 
 
-def _parse_bgp(section: _Section, node: NodeConfig) -> BgpConfig:
-    enabled = section.value("enabled", _bool, True)
-    mesh = section.value("mesh", _bool, True)
-    advertise = section.value("advertise", _choice("workloads", "blocks"), "workloads")
-    port = section.value("port", _int(1, 65535), 179)
+def _parse_bgp(section: Section, node: NodeConfig) -> BgpConfig:
+    enabled = section.value("enabled", boolean, True)
+    mesh = section.value("mesh", boolean, True)
+    advertise = section.value("advertise", choice("workloads", "blocks"), "workloads")
+    port = section.value("port", integer(1, 65535), 179)
     hold_time = section.value("hold_time", _hold_time, 90)
-    keepalive = section.value("keepalive", _int(0, 65535), 30)
-    connect_retry = section.value("connect_retry", _int(1, 65535), 5)
+    keepalive = section.value("keepalive", integer(0, 65535), 30)
+    connect_retry = section.value("connect_retry", integer(1, 65535), 5)
     timers = (hold_time, section.at("hold_time")), (keepalive, section.at("keepalive"))
     if section.ok("hold_time", "keepalive"):
         _check_timers(section, "keepalive", *timers)
     restart = section.section("graceful_restart")
     graceful_restart = GracefulRestartConfig(
-        restart.value("enabled", _bool, True),
+        restart.value("enabled", boolean, True),
         # The restart time is a 12-bit field of the capability (RFC 4724).
-        restart.value("restart_time", _int(1, 4095), 120),
+        restart.value("restart_time", integer(1, 4095), 120),
     )
     peers = _parse_peers(section, node, *timers)
     reflector = next((path for path, peer in peers if peer.role == "route-reflector"), None)
@@ -702,32 +462,32 @@ def _parse_bgp(section: _Section, node: NodeConfig) -> BgpConfig:
 
 
 def _parse_peers(
-    bgp: _Section, node: NodeConfig, hold: tuple[int, str], keepalive: tuple[int, str]
+    bgp: Section, node: NodeConfig, hold: tuple[int, str], keepalive: tuple[int, str]
 ) -> list[tuple[str, PeerConfig]]:
     peers: list[tuple[str, PeerConfig]] = []
     for path, raw in bgp.items("peers"):
-        peer = _parse_peer(_Section.of(bgp.errors, path, raw), node, hold, keepalive)
+        peer = _parse_peer(Section.of(bgp.errors, path, raw), node, hold, keepalive)
         if peer is not None:
             peers.append((path, peer))
-    _unique(bgp.errors, ((f"{path}.address", path, peer.address) for path, peer in peers))
-    _unique(bgp.errors, ((f"{path}.name", f"the name of {path}", p.name) for path, p in peers))
+    unique(bgp.errors, ((f"{path}.address", path, peer.address) for path, peer in peers))
+    unique(bgp.errors, ((f"{path}.name", f"the name of {path}", p.name) for path, p in peers))
     return peers
 
 
 def _parse_peer(
-    section: _Section, node: NodeConfig, bgp_hold: tuple[int, str], bgp_keepalive: tuple[int, str]
+    section: Section, node: NodeConfig, bgp_hold: tuple[int, str], bgp_keepalive: tuple[int, str]
 ) -> PeerConfig | None:
-    address = section.value("address", _unicast, None, required=True)
+    address = section.value("address", unicast, None, required=True)
     asn = section.value("asn", _asn, None, required=True)
-    role = section.value("role", _choice(*PEER_ROLES), None, required=True)
+    role = section.value("role", choice(*PEER_ROLES), None, required=True)
     name = section.value("name", _name, None)
     password = section.value("password", _password, None)
-    multihop = section.value("multihop", _int(1, 255), None)
-    passive = section.value("passive", _bool, False)
-    local = section.value("local_address", _unicast, None)
+    multihop = section.value("multihop", integer(1, 255), None)
+    passive = section.value("passive", boolean, False)
+    local = section.value("local_address", unicast, None)
     hold_time = section.value("hold_time", _hold_time, None)
-    keepalive = section.value("keepalive", _int(0, 65535), None)
-    graceful = section.value("graceful_restart", _bool, None)
+    keepalive = section.value("keepalive", integer(0, 65535), None)
+    graceful = section.value("graceful_restart", boolean, None)
     section.close()
     if section.ok("hold_time", "keepalive") and (hold_time, keepalive) != (None, None):
         hold = bgp_hold if hold_time is None else (hold_time, section.at("hold_time"))
@@ -762,11 +522,11 @@ def _peer_name(address: IPAddress) -> str:
     return name if valid_name(name) else address.exploded.replace(":", "-")
 
 
-def _parse_import_policy(section: _Section) -> ImportPolicyConfig:
-    allow_default = section.value("allow_default", _bool, False)
-    allow_outside_pools = section.value("allow_outside_pools", _bool, False)
-    prefixes = section.values("allowed_prefixes", _network)
-    max_prefixes = section.value("max_prefixes", _int(1, 10_000_000), 10000)
+def _parse_import_policy(section: Section) -> ImportPolicyConfig:
+    allow_default = section.value("allow_default", boolean, False)
+    allow_outside_pools = section.value("allow_outside_pools", boolean, False)
+    prefixes = section.values("allowed_prefixes", network)
+    max_prefixes = section.value("max_prefixes", integer(1, 10_000_000), 10000)
     section.close()
-    unique = _unique(section.errors, ((path, path, prefix) for path, prefix in prefixes))
-    return ImportPolicyConfig(allow_default, allow_outside_pools, unique, max_prefixes)
+    allowed = unique(section.errors, ((path, path, prefix) for path, prefix in prefixes))
+    return ImportPolicyConfig(allow_default, allow_outside_pools, allowed, max_prefixes)
