@@ -197,6 +197,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if result.get("state") == "ready" and peers_up else EXIT_FAIL
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """For probes without HTTP: exit 0 when ready (or, with --live, alive)."""
+    try:
+        result = control.call("health", {}, socket_path=args.socket, timeout=args.timeout)
+    except control.ControlError as exc:
+        raise CliError(exc.message) from None
+    key = "live" if args.live else "ready"
+
+    def table(h: dict[str, Any]) -> str:
+        return f"{key}: {'yes' if h[key] else 'no'} ({h[key + '_reason']})"
+
+    emit(result, args.output, table)
+    return EXIT_OK if result[key] else EXIT_FAIL
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:
@@ -306,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="agent state and BGP peers")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("health", parents=[common], help="readiness (or liveness) as an exit code")
+    p.add_argument("--live", action="store_true", help="check liveness instead of readiness")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent")
+    p.set_defaults(func=cmd_health)
     p = sub.add_parser("routes", parents=[common], help="advertised, received or kernel routes")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--advertised", action="store_true", help="what this node announces")

@@ -14,6 +14,7 @@ All methods except the two reader threads run on the agent's work loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # A peer torn down for exceeding max-prefix stays down this long.
 TEARDOWN_HOLD_DOWN = 60.0
 WATCH_TIMEOUT = 1.0
+SESSION_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 
 
 class Speaker(Protocol):
@@ -116,6 +118,8 @@ class BgpService:
         self._threads: list[threading.Thread] = []
         self._expire_scheduled = False
         self._md5_baseline: dict[str, int] = {}
+        self._exported_peers: set[str] = set()
+        self._exported_reasons: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -432,7 +436,7 @@ class BgpService:
             status.state = state
         if info or state == "Established":
             status.info = info
-        for candidate in ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"):
+        for candidate in SESSION_STATES:
             self._metrics.bgp_session_state.labels(str(status.address), candidate).set(
                 1 if candidate == state else 0
             )
@@ -537,6 +541,29 @@ class BgpService:
             )
         return rows
 
+    def export_metrics(self) -> None:
+        """Per-peer gauges from the current state (called on the loop)."""
+        m = self._metrics
+        offset = self._wall() - self._clock()
+        seen: set[str] = set()
+        for row in self.peer_table():
+            peer = row["peer"]
+            seen.add(peer)
+            neighbor = self._neighbors[ipaddress.ip_address(peer)]
+            m.bgp_session_last_change.labels(peer).set(neighbor.status.since + offset)
+            for direction in ("received", "accepted", "advertised"):
+                m.bgp_prefixes.labels(peer, direction).set(row[direction])
+            for reason, count in row["rejected"].items():
+                m.bgp_prefixes_rejected.labels(peer, reason).set(count)
+            for reason in self._exported_reasons.get(peer, set()) - set(row["rejected"]):
+                m.bgp_prefixes_rejected.labels(peer, reason).set(0)
+            self._exported_reasons[peer] = set(row["rejected"]) | self._exported_reasons.get(
+                peer, set()
+            )
+        for peer in set(self._exported_peers) - seen:
+            _remove_peer_series(m, peer, self._exported_reasons.pop(peer, set()))
+        self._exported_peers = seen
+
     def advertised(self) -> list[dict[str, str]]:
         return [
             {"prefix": str(p), "next_hop": str(nh)}
@@ -576,6 +603,17 @@ class BgpService:
             local_addresses=frozenset(local),
             node_addresses=tuple(a for a in (node.ipv4, node.ipv6) if a is not None),
         )
+
+
+def _remove_peer_series(m: Metrics, peer: str, reasons: set[str]) -> None:
+    """A peer that is gone stops having series (rather than freezing them)."""
+    series: list[tuple[Any, tuple[str, ...]]] = [(m.bgp_session_last_change, (peer,))]
+    series += [(m.bgp_prefixes, (peer, d)) for d in ("received", "accepted", "advertised")]
+    series += [(m.bgp_prefixes_rejected, (peer, r)) for r in reasons]
+    series += [(m.bgp_session_state, (peer, s)) for s in SESSION_STATES]
+    for metric, labels in series:
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)
 
 
 def _md5_hint(password: bool, md5: dict[str, int]) -> str:

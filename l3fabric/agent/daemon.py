@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_ERROR = 1.0
 # How long after start readiness waits for every peer (then: at least one).
 READINESS_GRACE = 60.0
+# How often per-peer gauges are refreshed from the BGP state.
+METRICS_INTERVAL = 2.0
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Agent:
             self.bgp.start()
             self._advertise_all()
         self._loop.call_later(cfg.reconcile.interval, self._periodic_reconcile)
+        self._loop.call_later(METRICS_INTERVAL, self._periodic_metrics)
         log.info(
             "agent started",
             extra={"node": cfg.node.name, "socket": str(cfg.socket_path), "pid": os.getpid()},
@@ -251,6 +254,7 @@ class Agent:
                 extra={"repaired": result.by_kind, "orphans": result.orphans, "seconds": duration},
             )
         self._update_gauges(workloads, len(learned))
+        self._export_ipam()
         if self.bgp is not None:
             self._advertise_all(workloads)
         self._last_reconcile = {
@@ -261,6 +265,22 @@ class Agent:
             "orphans": result.orphans,
         }
         return self._last_reconcile
+
+    def _periodic_metrics(self) -> None:
+        try:
+            if self.bgp is not None:
+                self.bgp.export_metrics()
+        finally:
+            self._loop.call_later(METRICS_INTERVAL, self._periodic_metrics)
+
+    def _export_ipam(self) -> None:
+        m = self._metrics
+        report = self.ipam.show()
+        for pool in report.get("pools", []):
+            m.ipam_pool_size.labels(pool["cidr"]).set(pool["size"])
+            m.ipam_in_use.labels(pool["cidr"]).set(pool["used"])
+        m.ipam_blocks_owned.set(len(self.ipam.owned_blocks()))
+        m.ipam_borrowed.set(len(self.ipam.borrowed()))
 
     def _retry_reconcile(self) -> None:
         self._reconcile_pending = False
@@ -324,6 +344,17 @@ class Agent:
             "reconcile": lambda p: self.reconcile(),
             "status": lambda p: self.status(),
             "routes": self._routes,
+            "health": lambda p: self.health(),
+        }
+
+    def health(self) -> dict[str, Any]:
+        live, live_reason = self.liveness()
+        ready, ready_reason = self.readiness()
+        return {
+            "live": live,
+            "live_reason": live_reason,
+            "ready": ready,
+            "ready_reason": ready_reason,
         }
 
     def _routes(self, params: dict[str, Any]) -> dict[str, Any]:

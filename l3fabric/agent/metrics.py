@@ -102,6 +102,24 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.bgp_session_last_change = Gauge(
+            "l3fabric_bgp_session_last_change_timestamp_seconds",
+            "Unix time of the last state change of each BGP session",
+            ["peer"],
+            registry=r,
+        )
+        self.bgp_prefixes = Gauge(
+            "l3fabric_bgp_prefixes",
+            "Prefixes per peer: received, accepted (usable), advertised",
+            ["peer", "direction"],
+            registry=r,
+        )
+        self.bgp_prefixes_rejected = Gauge(
+            "l3fabric_bgp_prefixes_rejected",
+            "Prefixes held from each peer that import policy rejected, by reason",
+            ["peer", "reason"],
+            registry=r,
+        )
         self.exabgp_restarts = Counter(
             "l3fabric_exabgp_restarts", "Times ExaBGP was restarted after dying", registry=r
         )
