@@ -112,7 +112,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from l3fabric.lab.verify import render_report, verify
 
     lab = _lab(args)
-    report = verify(lab, parallel=args.parallel, timeout=args.timeout, progress=_progress)
+    deadline = time.monotonic() + args.wait
+    while True:
+        report = verify(lab, parallel=args.parallel, timeout=args.timeout, progress=_progress)
+        if report.ok or time.monotonic() >= deadline:
+            break
+        failed = sum(1 for p in report.probes if not p.ok) + sum(
+            1 for c in report.checks if not c.ok
+        )
+        _progress(f"{failed} failures; trying again (--wait)")
+        time.sleep(1)
     if args.output == "json":
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
@@ -188,6 +197,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--parallel", type=int, default=8, help="probes at once (default 8)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (default 3)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="repeat until everything passes or SECONDS have gone by (routes converging)",
+    )
     p.set_defaults(func=_handled(cmd_verify))
     p = lab.add_parser("graph", parents=[common], help="draw nodes, links and BGP sessions (SVG)")
     p.add_argument("-o", dest="output_file", default="fabric.svg", help="SVG file, - for stdout")

@@ -150,7 +150,7 @@ def parties(lab: Lab) -> tuple[list[Party], list[Party]]:
     return nodes, workloads
 
 
-def _start_server(netns: str, port: int, timeout: float = 15) -> subprocess.Popen[bytes]:
+def start_server(netns: str, port: int, timeout: float = 15) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{netns}", "--", *PROBE, "serve", str(port)],
         stdout=subprocess.PIPE,
@@ -160,12 +160,12 @@ def _start_server(netns: str, port: int, timeout: float = 15) -> subprocess.Pope
     assert proc.stdout is not None
     readable, _, _ = select.select([proc.stdout], [], [], timeout)
     if not readable or proc.stdout.readline().strip() != b"ready":
-        _stop(proc)
+        stop_server(proc)
         raise LabError(f"the probe server in {netns} did not start")
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -175,7 +175,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _send(source: Party, targets: list[Party], port: int, timeout: float) -> list[Probe]:
+def send_probes(source: Party, targets: list[Party], port: int, timeout: float) -> list[Probe]:
     wanted = [
         (t, a)
         for t in targets
@@ -279,13 +279,13 @@ def verify(
     servers: list[subprocess.Popen[bytes]] = []
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-            servers = list(pool.map(lambda w: _start_server(w.netns, port), workloads))
+            servers = list(pool.map(lambda w: start_server(w.netns, port), workloads))
             sources = [*workloads, *nodes]
-            results = pool.map(lambda s: _send(s, workloads, port, timeout), sources)
+            results = pool.map(lambda s: send_probes(s, workloads, port, timeout), sources)
             probes = [p for batch in results for p in batch]
     finally:
         for server in servers:
-            _stop(server)
+            stop_server(server)
     namespaces = lab_namespaces(lab, lab.state())
     node_namespaces = [lab.paths.netns(n.name) for n in lab.topology.nodes]
     checks = tunnel_checks(namespaces) + nat_checks(node_namespaces)

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from l3fabric.lab import verify
 from l3fabric.lab.paths import LAB_ROOT
 from l3fabric.lab.runtime import is_alive
-from tests.nettools import unique_name, wait_for
+from tests.nettools import Namespaces, ns_run, unique_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,14 +123,11 @@ def wait_agents_ready(run: LabRun, nodes: list[str], timeout: float = 90) -> Non
 
 
 def wait_verified(run: LabRun, timeout: float = 60) -> str:
-    """verify until it passes (routes converge right after sessions do)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = run.cli("verify")
-        if proc.returncode == 0 or time.monotonic() > deadline:
-            assert proc.returncode == 0, f"verify failed:\n{proc.stdout}\n{proc.stderr}"
-            return proc.stdout
-        time.sleep(1)
+    """verify, repeated until it passes (routes converge right after the
+    sessions do) or the deadline."""
+    proc = run.cli("verify", "--wait", str(timeout))
+    assert proc.returncode == 0, f"verify failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
 
 
 def inspect(run: LabRun) -> list[dict[str, Any]]:
@@ -326,3 +324,41 @@ def test_destroy_without_state_file(lab_run: Any) -> None:
     run.ok("destroy")
     assert not [pid for pid, start in pids if is_alive(pid, start)]
     assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+
+
+def test_verify_mechanics_on_plain_namespaces(netns: Namespaces) -> None:
+    """The probe sees real source addresses, reports a rewritten source as
+    NAT and a missing answer as such; tunnel devices are found."""
+    need("nsenter")
+    a, b = netns.add("va"), netns.add("vb")
+    netns.link(
+        a, b, ["198.18.60.1/24", "fd00:198:18:60::1/64"], ["198.18.60.2/24", "fd00:198:18:60::2/64"]
+    )
+    port = 47998
+    target = verify.Party("b", "workload", b, ("198.18.60.2", "fd00:198:18:60::2"))
+    server = verify.start_server(b, port)
+    try:
+        honest = verify.Party("a", "node", a, ("198.18.60.1", "fd00:198:18:60::1"))
+        probes = verify.send_probes(honest, [target], port, 5)
+        assert [(p.seen, p.ok) for p in probes] == [
+            ("198.18.60.1", True),
+            ("fd00:198:18:60::1", True),
+        ]
+        # What NAT looks like: the receiver sees another address than the sender's own.
+        claimed = verify.Party("a", "workload", a, ("198.18.60.9", "fd00:198:18:60::9"))
+        probes = verify.send_probes(claimed, [target], port, 3)
+        assert not any(p.ok for p in probes)
+        assert all("(NAT?)" in p.problem() for p in probes)
+        ghost = verify.Party("g", "workload", b, ("198.18.60.77",))
+        (lost,) = verify.send_probes(honest, [ghost], port, 1)
+        assert lost.seen is None and lost.problem().startswith("no answer")
+    finally:
+        verify.stop_server(server)
+    assert all(c.ok for c in verify.tunnel_checks([a, b]))
+    ns_run(
+        a,
+        ["ip", "link", "add", "vx0", "type", "vxlan", "id", "7", "dstport", "4789", "dev", "eth1"],
+    )
+    (check,) = verify.tunnel_checks([a])
+    assert not check.ok and "vx0 (vxlan)" in check.detail
+    assert all(c.ok for c in verify.nat_checks([a, b]))
