@@ -99,12 +99,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     from l3fabric.lab.deploy import exec_in_node
+    from l3fabric.lab.runtime import LabError
 
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise ValueError("lab exec: give a command after --")
+        raise LabError("lab exec: give a command after --, e.g. lab exec FILE NODE -- ip route")
     return exec_in_node(_lab(args), args.node, command)
 
 

@@ -226,7 +226,11 @@ def destroy(lab: Lab, *, progress: Progress = _quiet) -> int:
 
 def exec_in_node(lab: Lab, node_name: str, argv: list[str]) -> int:
     state = lab.state()
-    node = lab.topology.node(node_name)
+    try:
+        node = lab.topology.node(node_name)
+    except KeyError:
+        names = ", ".join(n.name for n in lab.topology.nodes)
+        raise LabError(f"lab {lab.name} has no node {node_name!r} (nodes: {names})") from None
     holder = state.holder(node.name)
     if holder is None or not holder.alive:
         raise LabError(f"node {node_name} of lab {lab.name} is not running")
