@@ -18,17 +18,47 @@ docs/ipam.md for the full argument.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Network, IPv6Network
-from typing import Any, Protocol
+from typing import Any
 
 from l3fabric.datastore.base import Datastore, KeyValue, VersionConflict
+from l3fabric.ipam_blocks import (
+    AddressInUse,
+    AddressNotInPool,
+    AffinityConflict,
+    Allocation,
+    Block,
+    HandleRecord,
+    IpamError,
+    PoolExhausted,
+    PoolLike,
+    address_key,
+    block_of,
+    check_pools,
+    first_unclaimed,
+    network_key,
+    within,
+)
 from l3fabric.model import IPAddress, IPNetwork, valid_name
+
+# Re-exported: callers import the records and errors from here.
+__all__ = [
+    "DEFAULT_LEAK_GRACE",
+    "MAX_ATTEMPTS",
+    "AddressInUse",
+    "AddressNotInPool",
+    "AffinityConflict",
+    "Allocation",
+    "Block",
+    "Ipam",
+    "IpamError",
+    "PoolExhausted",
+    "PoolLike",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,116 +70,6 @@ MAX_ATTEMPTS = 100
 # `check` treats an address whose handle has no live workload as leaked only
 # once it is this old: an agent assigns before it records the workload.
 DEFAULT_LEAK_GRACE = 300.0
-
-
-class IpamError(Exception):
-    """An address cannot be assigned or released; the message says why."""
-
-
-class PoolExhausted(IpamError):
-    pass
-
-
-class AddressNotInPool(IpamError):
-    pass
-
-
-class AddressInUse(IpamError):
-    def __init__(self, address: IPAddress, handle: str, node: str) -> None:
-        super().__init__(f"{address} is in use by handle {handle} (assigned by node {node})")
-        self.address = address
-        self.handle = handle
-
-
-class AffinityConflict(IpamError):
-    """A requested address lies in another node's block under strict affinity."""
-
-
-class PoolLike(Protocol):
-    @property
-    def cidr(self) -> IPv4Network | IPv6Network: ...
-
-    @property
-    def block_size(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Allocation:
-    handle: str
-    node: str  # the node that assigned it: not the block's node when borrowed
-    assigned_at: float  # wall clock, for check's grace period
-
-
-@dataclass(frozen=True)
-class Block:
-    cidr: IPNetwork
-    node: str  # affinity
-    allocations: Mapping[IPAddress, Allocation]
-    version: int = 0  # datastore version it was read at; 0 if not stored yet
-
-    def first_free(self) -> IPAddress | None:
-        base = int(self.cidr.network_address)
-        used = {int(a) for a in self.allocations}
-        for number in range(base, base + self.cidr.num_addresses):
-            if number not in used:
-                return type(self.cidr.network_address)(number)
-        return None
-
-    def free(self) -> int:
-        return self.cidr.num_addresses - len(self.allocations)
-
-    def with_allocation(self, address: IPAddress, allocation: Allocation) -> Block:
-        return replace(self, allocations={**self.allocations, address: allocation})
-
-    def without(self, addresses: Iterable[IPAddress]) -> Block:
-        gone = set(addresses)
-        kept = {a: al for a, al in self.allocations.items() if a not in gone}
-        return replace(self, allocations=kept)
-
-    def encode(self) -> bytes:
-        # Offsets into the block, not address strings, which are slow to parse.
-        base = int(self.cidr.network_address)
-        allocations = {
-            str(int(a) - base): [al.handle, al.node, round(al.assigned_at, 3)]
-            for a, al in self.allocations.items()
-        }
-        data = {"cidr": str(self.cidr), "node": self.node, "allocations": allocations}
-        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def decode(cls, kv: KeyValue) -> Block:
-        try:
-            data = json.loads(kv.value)
-            cidr = ipaddress.ip_network(data["cidr"])
-            base = cidr.network_address
-            allocations = {
-                base + int(offset): Allocation(str(handle), str(node), float(at))
-                for offset, (handle, node, at) in data["allocations"].items()
-            }
-            return cls(cidr, str(data["node"]), allocations, kv.version)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IpamError(f"block record {kv.key} is damaged: {exc!r}") from None
-
-
-@dataclass(frozen=True)
-class _HandleRecord:
-    handle: str
-    node: str  # the node that last assigned for it
-    blocks: tuple[IPNetwork, ...]  # may hold the handle's addresses; a superset
-    version: int = 0
-
-    def encode(self) -> bytes:
-        data = {"handle": self.handle, "node": self.node, "blocks": [str(b) for b in self.blocks]}
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, kv: KeyValue) -> _HandleRecord:
-        try:
-            data = json.loads(kv.value)
-            blocks = tuple(ipaddress.ip_network(b) for b in data["blocks"])
-            return cls(str(data["handle"]), str(data["node"]), blocks, kv.version)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IpamError(f"handle record {kv.key} is damaged: {exc!r}") from None
 
 
 @dataclass(frozen=True)
@@ -183,7 +103,7 @@ class Ipam:
             raise IpamError(f"invalid node name {node!r}")
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise IpamError(f"key prefix {prefix!r} must start with '/' and not end with one")
-        self._pools = _check_pools(pools)
+        self._pools = check_pools(pools)
         self._store = store
         self.node = node
         self.strict_affinity = strict_affinity
@@ -216,7 +136,7 @@ class Ipam:
         record = self._read_handle(handle)
         held = self._held(handle, record)
         if wanted:
-            extra = sorted(set(held) - set(wanted), key=_address_key)
+            extra = sorted(set(held) - set(wanted), key=address_key)
             if extra:
                 raise IpamError(
                     f"handle {handle} already holds {', '.join(map(str, extra))}, which was "
@@ -239,7 +159,7 @@ class Ipam:
             raise
         if wanted:
             return tuple(wanted)
-        return tuple(sorted(held, key=_address_key))
+        return tuple(sorted(held, key=address_key))
 
     def release(self, handle: str) -> tuple[IPAddress, ...]:
         """Free every address of handle; returns them (none if it held none)."""
@@ -248,7 +168,7 @@ class Ipam:
             released = self._release(handle)
         if released:
             log.info("released %s from handle %s", ", ".join(map(str, released)), handle)
-        return tuple(sorted(released, key=_address_key))
+        return tuple(sorted(released, key=address_key))
 
     def _release(self, handle: str) -> list[IPAddress]:
         released: list[IPAddress] = []
@@ -275,12 +195,12 @@ class Ipam:
             held = {a: b.cidr for b in self._blocks_holding(handle) for a in self._mine(b, handle)}
         else:
             held = self._held(handle, record)
-        return tuple(sorted(held, key=_address_key))
+        return tuple(sorted(held, key=address_key))
 
     # -- inspection ----------------------------------------------------------------
 
     def owned_blocks(self) -> list[IPNetwork]:
-        return sorted((b.cidr for b in self._all_blocks() if b.node == self.node), key=_network_key)
+        return sorted((b.cidr for b in self._all_blocks() if b.node == self.node), key=network_key)
 
     def borrowed(self) -> list[tuple[IPAddress, str]]:
         found = [
@@ -290,14 +210,14 @@ class Ipam:
             for address, allocation in block.allocations.items()
             if allocation.node == self.node
         ]
-        return sorted(found, key=lambda item: _address_key(item[0]))
+        return sorted(found, key=lambda item: address_key(item[0]))
 
     def show(self) -> dict[str, Any]:
         blocks = self._all_blocks()
         handles = len(self._store.list(self._handles_prefix))
         pools = []
         for pool in self._pools:
-            inside = [b for b in blocks if _within(b.cidr, pool.cidr)]
+            inside = [b for b in blocks if within(b.cidr, pool.cidr)]
             pools.append(
                 {
                     "cidr": str(pool.cidr),
@@ -321,10 +241,10 @@ class Ipam:
                     "used": len(b.allocations),
                     "free": b.free(),
                     "pool": next(
-                        (str(p.cidr) for p in self._pools if _within(b.cidr, p.cidr)), None
+                        (str(p.cidr) for p in self._pools if within(b.cidr, p.cidr)), None
                     ),
                 }
-                for b in sorted(blocks, key=lambda b: _network_key(b.cidr))
+                for b in sorted(blocks, key=lambda b: network_key(b.cidr))
             ],
             "totals": {
                 "size": size,
@@ -368,13 +288,13 @@ class Ipam:
         repaired: list[dict[str, Any]] = []
         indexed = {
             record.handle: record.blocks
-            for record in map(_HandleRecord.decode, self._store.list(self._handles_prefix))
+            for record in map(HandleRecord.decode, self._store.list(self._handles_prefix))
         }
         holders: dict[IPAddress, list[str]] = {}
         now = self._clock()
         for block in self._all_blocks():
             where = {"block": str(block.cidr), "node": block.node}
-            if not any(_within(block.cidr, pool.cidr) for pool in self._pools):
+            if not any(within(block.cidr, pool.cidr) for pool in self._pools):
                 detail = f"block {block.cidr} of node {block.node} is in no pool"
                 problems.append({"kind": "block-outside-pools", "detail": detail, **where})
             for address, allocation in block.allocations.items():
@@ -436,7 +356,7 @@ class Ipam:
     def _pick_exact(self, handle: str, address: IPAddress) -> _Pick:
         pool = self._pool_of(address)
         assert pool is not None  # _check_requested made sure
-        cidr = _block_of(pool, address)
+        cidr = block_of(pool, address)
         block = self._read_block(cidr)
         if block is None:
             for other in self._all_blocks():
@@ -471,7 +391,7 @@ class Ipam:
                 return _Pick(address, cidr, block)
         pools = [p for p in self._pools if p.cidr.version == family]
         blocks = self._all_blocks()
-        in_pools = [b for b in blocks if any(_within(b.cidr, p.cidr) for p in pools)]
+        in_pools = [b for b in blocks if any(within(b.cidr, p.cidr) for p in pools)]
         own = [b for b in in_pools if b.node == self.node]
         self._own = [c for c in self._own if c.version != family] + [b.cidr for b in own]
         for block in own:
@@ -479,7 +399,7 @@ class Ipam:
             if address is not None:
                 return _Pick(address, block.cidr, block)
         for pool in pools:
-            free_block = _first_unclaimed(pool, [b.cidr for b in blocks])
+            free_block = first_unclaimed(pool, [b.cidr for b in blocks])
             if free_block is not None:
                 return _Pick(free_block.network_address, free_block, None)
         if not self.strict_affinity:
@@ -502,9 +422,9 @@ class Ipam:
         self,
         handle: str,
         pick: _Pick,
-        record: _HandleRecord | None,
+        record: HandleRecord | None,
         taken: list[tuple[IPAddress, IPNetwork]],
-    ) -> tuple[_HandleRecord | None, _Pick]:
+    ) -> tuple[HandleRecord | None, _Pick]:
         """CAS the pick into its block, picking again while others win races;
         returns what it took. The handle index must already list pick.cidr."""
         for _ in range(MAX_ATTEMPTS):
@@ -564,8 +484,8 @@ class Ipam:
     # -- internals: the handle index -------------------------------------------------------
 
     def _list_in_index(
-        self, handle: str, record: _HandleRecord | None, cidrs: Iterable[IPNetwork]
-    ) -> _HandleRecord | None:
+        self, handle: str, record: HandleRecord | None, cidrs: Iterable[IPNetwork]
+    ) -> HandleRecord | None:
         """Make the handle record list cidrs before their blocks are written."""
         wanted = list(dict.fromkeys(cidrs))
         for _ in range(MAX_ATTEMPTS):
@@ -573,7 +493,7 @@ class Ipam:
             missing = [c for c in wanted if c not in current]
             if not missing:
                 return record
-            updated = _HandleRecord(handle, self.node, (*current, *missing))
+            updated = HandleRecord(handle, self.node, (*current, *missing))
             try:
                 version = self._store.put(
                     self._handle_key(handle),
@@ -596,7 +516,7 @@ class Ipam:
         except VersionConflict:
             return False  # in use again
 
-    def _held(self, handle: str, record: _HandleRecord | None) -> dict[IPAddress, IPNetwork]:
+    def _held(self, handle: str, record: HandleRecord | None) -> dict[IPAddress, IPNetwork]:
         if record is None:
             return {}
         held: dict[IPAddress, IPNetwork] = {}
@@ -638,13 +558,13 @@ class Ipam:
         version = self._store.put(key, block.encode(), expect_version=expect_version)
         self._decoded[key] = replace(block, version=version)
 
-    def _read_handle(self, handle: str) -> _HandleRecord | None:
+    def _read_handle(self, handle: str) -> HandleRecord | None:
         kv = self._store.get(self._handle_key(handle))
-        return _HandleRecord.decode(kv) if kv is not None else None
+        return HandleRecord.decode(kv) if kv is not None else None
 
     def _all_blocks(self) -> list[Block]:
         blocks = [self._decode(kv) for kv in self._store.list(self._blocks_prefix)]
-        return sorted(blocks, key=lambda b: _network_key(b.cidr))
+        return sorted(blocks, key=lambda b: network_key(b.cidr))
 
     def _families(self) -> list[int]:
         return sorted({p.cidr.version for p in self._pools})
@@ -669,60 +589,8 @@ class Ipam:
         return wanted
 
 
-def _check_pools(pools: Sequence[PoolLike]) -> tuple[PoolLike, ...]:
-    checked: list[PoolLike] = []
-    for pool in pools:
-        cidr = pool.cidr
-        if not isinstance(cidr, IPv4Network | IPv6Network):
-            raise IpamError(f"pool cidr {cidr!r} is not an IP network")
-        if not cidr.prefixlen <= pool.block_size <= cidr.max_prefixlen:
-            raise IpamError(
-                f"pool {cidr}: block size /{pool.block_size} must be between "
-                f"/{cidr.prefixlen} and /{cidr.max_prefixlen}"
-            )
-        for other in checked:
-            if other.cidr.version == cidr.version and other.cidr.overlaps(cidr):
-                raise IpamError(f"pools {other.cidr} and {cidr} overlap")
-        checked.append(pool)
-    return tuple(checked)
-
-
 def _check_handle(handle: str) -> None:
     if not isinstance(handle, str) or not valid_name(handle):
         raise IpamError(
             f"invalid handle {handle!r}: letters, digits, '.', '_' and '-', at most 253 characters"
         )
-
-
-def _block_of(pool: PoolLike, address: IPAddress) -> IPNetwork:
-    return ipaddress.ip_network((address, pool.block_size), strict=False)
-
-
-def _first_unclaimed(pool: PoolLike, claimed: Sequence[IPNetwork]) -> IPNetwork | None:
-    """The lowest block of pool that overlaps no claimed block."""
-    taken = [c for c in claimed if c.version == pool.cidr.version and c.overlaps(pool.cidr)]
-    exact = {c for c in taken if c.prefixlen == pool.block_size}
-    odd = [c for c in taken if c.prefixlen != pool.block_size]
-    count = 2 ** (pool.block_size - pool.cidr.prefixlen)
-    step = 2 ** (pool.cidr.max_prefixlen - pool.block_size)
-    base = int(pool.cidr.network_address)
-    # Past as many candidates as the claimed blocks can cover, one is free.
-    covered = len(exact) + sum(2 ** max(0, pool.block_size - c.prefixlen) for c in odd)
-    for index in range(min(count, covered + 1)):
-        candidate = ipaddress.ip_network((base + index * step, pool.block_size))
-        if candidate in exact or any(candidate.overlaps(c) for c in odd):
-            continue
-        return candidate
-    return None
-
-
-def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
-    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
-
-
-def _address_key(address: IPAddress) -> tuple[int, int]:
-    return (address.version, int(address))
-
-
-def _network_key(network: IPNetwork) -> tuple[int, int, int]:
-    return (network.version, int(network.network_address), network.prefixlen)
