@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 # A peer torn down for exceeding max-prefix stays down this long.
 TEARDOWN_HOLD_DOWN = 60.0
 WATCH_TIMEOUT = 1.0
+# How often to look again for the node's addresses before starting ExaBGP.
+ADDRESS_RETRY = 1.0
 SESSION_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 
 
@@ -119,18 +121,48 @@ class BgpService:
         self._expire_scheduled = False
         self._md5_baseline: dict[str, int] = {}
         self._exported_peers: set[str] = set()
+        self._waiting_for_addresses = False
         self._exported_reasons: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
         self._md5_baseline = md5_counters()
+        # Watch from the revision the first listing saw, so that a node
+        # registering between the listing and the watch is not missed.
+        revision = self._store.revision()
         self._refresh_neighbors()
-        self._speaker.start()
-        for target, name in ((self._pump_events, "bgp-events"), (self._watch_nodes, "bgp-nodes")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        threads = (
+            (self._pump_events, "bgp-events", ()),
+            (self._watch_nodes, "bgp-nodes", (revision,)),
+        )
+        for target, name, args in threads:
+            thread = threading.Thread(target=target, name=name, args=args, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._start_speaker()
+
+    def _start_speaker(self) -> None:
+        """ExaBGP binds its listening socket to the local addresses once, at
+        start: wait until they exist (a container runtime may configure the
+        node's interfaces after starting the agent)."""
+        wanted = {n.spec.local_address for n in self._neighbors.values()}
+        node = self._config.node
+        wanted |= {a for a in (node.ipv4, node.ipv6) if a is not None}
+        missing = wanted - self._dataplane.local_addresses()
+        if missing:
+            if not self._waiting_for_addresses:
+                log.warning(
+                    "waiting for local addresses before starting BGP",
+                    extra={"missing": sorted(map(str, missing))},
+                )
+            self._waiting_for_addresses = True
+            self._loop.call_later(ADDRESS_RETRY, self._start_speaker)
+            return
+        if self._waiting_for_addresses:
+            log.info("local addresses present, starting BGP")
+        self._waiting_for_addresses = False
+        self._speaker.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -359,10 +391,9 @@ class BgpService:
                 log.warning("ignoring bad node record %s: %s", kv.key, exc)
         return records
 
-    def _watch_nodes(self) -> None:
+    def _watch_nodes(self, revision: int) -> None:
         """Mesh membership follows the datastore's node records."""
         prefix = f"{self._config.datastore.prefix}/nodes/"
-        revision = self._store.revision()
         while not self._stopping.is_set():
             try:
                 revision, events = self._store.watch(prefix, revision, WATCH_TIMEOUT)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from l3fabric.model import IPNetwork, Route, Workload
+from l3fabric.model import IPAddress, IPNetwork, Route, Workload
 
 
 class DataplaneError(Exception):
@@ -65,6 +65,10 @@ class Dataplane(Protocol):
         delete of a route that is not there succeeds. Each route that fails
         gets one RouteFailure; the others in the same batch still apply.
         """
+
+    def local_addresses(self) -> set[IPAddress]:
+        """Every address configured on an interface of the node."""
+        ...
 
     def close(self) -> None:
         """Release sockets. The object may be used again afterwards."""

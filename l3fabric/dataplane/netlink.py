@@ -102,6 +102,14 @@ class NetlinkDataplane:
             log.warning("route programming failed: %s", failure)
         return failures
 
+    def local_addresses(self) -> set[IPAddress]:
+        with self._lock:
+            return {
+                ipaddress.ip_address(msg.get("IFA_ADDRESS"))
+                for msg in self._node().get_addr()
+                if msg.get("IFA_ADDRESS")
+            }
+
     def close(self) -> None:
         with self._lock:
             self._routes.close()
