@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -83,8 +83,11 @@ class Clock:
         return self.now
 
 
+Harness = tuple[BgpService, FakeSpeaker, FakeDataplane, WorkLoop, Clock]
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> tuple[BgpService, FakeSpeaker, FakeDataplane, WorkLoop, Clock]:
+def service(tmp_path: Path) -> Iterator[Harness]:
     config = parse_config(
         {
             "node": {"name": "node1", "asn": 64512, "addresses": {"ipv4": "198.18.0.1"}},
@@ -119,7 +122,7 @@ def workload(name: str, address: str) -> Workload:
     return Workload(name, "node1", "/run/netns/x", (ip(address),))
 
 
-def test_mesh_neighbour_from_the_datastore(service) -> None:  # type: ignore[no-untyped-def]
+def test_mesh_neighbour_from_the_datastore(service: Harness) -> None:
     svc, speaker, *_ = service
     svc.start()
     assert speaker.started
@@ -127,21 +130,22 @@ def test_mesh_neighbour_from_the_datastore(service) -> None:  # type: ignore[no-
     assert speaker.neighbors[0].families == ("ipv4",)
 
 
-def test_replay_then_end_of_rib_when_a_session_comes_up(service) -> None:  # type: ignore[no-untyped-def]
+def test_replay_then_end_of_rib_when_a_session_comes_up(service: Harness) -> None:
     svc, speaker, *_ = service
     svc.start()
     svc.set_advertisements([workload("a", "100.64.0.1"), workload("b", "100.64.0.2")])
     speaker.sent.clear()
     svc.handle_events([SpeakerRestarted(2), PeerStateEvent(PEER, PeerState.UP)])
     assert speaker.sent == [
-        "neighbor 198.18.0.2 announce attributes next-hop 198.18.0.1 nlri 100.64.0.1/32 100.64.0.2/32",
+        "neighbor 198.18.0.2 announce attributes next-hop 198.18.0.1 "
+        "nlri 100.64.0.1/32 100.64.0.2/32",
         "neighbor 198.18.0.2 announce eor ipv4 unicast",
     ]
     assert svc.peer_table()[0]["state"] == "Established"
     assert svc.peer_table()[0]["advertised"] == 2
 
 
-def test_workload_changes_announce_and_withdraw_only_what_changed(service) -> None:  # type: ignore[no-untyped-def]
+def test_workload_changes_announce_and_withdraw_only_what_changed(service: Harness) -> None:
     svc, speaker, *_ = service
     svc.start()
     a, b = workload("a", "100.64.0.1"), workload("b", "100.64.0.2")
@@ -156,7 +160,7 @@ def test_workload_changes_announce_and_withdraw_only_what_changed(service) -> No
     assert speaker.sent == ["neighbor 198.18.0.2 withdraw attributes nlri 100.64.0.1/32"]
 
 
-def test_learned_routes_are_programmed_and_dropped_with_the_session(service) -> None:  # type: ignore[no-untyped-def]
+def test_learned_routes_are_programmed_and_dropped_with_the_session(service: Harness) -> None:
     svc, _speaker, dataplane, _loop, _clock = service
     svc.start()
     attrs = PathAttributes(next_hop=PEER)
@@ -175,7 +179,7 @@ def test_learned_routes_are_programmed_and_dropped_with_the_session(service) -> 
     assert row["state"] == "Active" and row["info"] == "hold timer expired" and row["flaps"] == 1
 
 
-def test_speaker_waits_for_the_node_addresses(service) -> None:  # type: ignore[no-untyped-def]
+def test_speaker_waits_for_the_node_addresses(service: Harness) -> None:
     svc, speaker, dataplane, loop, clock = service
     dataplane.addresses = set()
     svc.start()
