@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.fabric import (
+    NODE_V4,
     RTPROT_BIRD,
     BirdNode,
     Felix,
@@ -58,6 +59,7 @@ from bench.fabric import (
     wait_until,
 )
 from bench.probes import (
+    BgpWireClock,
     IcmpProber,
     Prefix,
     RouteRecorder,
@@ -88,8 +90,9 @@ class LatencySample:
 class BulkSample:
     from_start_s: float | None
     from_established_s: float | None
-    established_after_s: float | None  # speaker start -> Established seen
-    first_route_after_established_s: float | None
+    established_after_s: float | None  # speaker start -> Established (on the wire)
+    first_update_after_established_s: float | None  # Established -> a's first UPDATE at b
+    first_route_after_established_s: float | None  # Established -> first route in b's kernel
 
 
 @dataclass
@@ -157,57 +160,50 @@ def measure_latency(
 
 def measure_bulk_once(
     restart: Callable[[], object],
-    established: Callable[[], bool],
-    watcher: RouteWatcher,
+    b_path: str,
+    protocol_on_b: int,
     expected: set[Prefix],
 ) -> BulkSample:
     """`restart` starts b's speaker without waiting for it; b's learned routes
-    must be gone before. Established is polled every 10 ms only until seen."""
+    must be gone before. Established is read off the wire (BgpWireClock)."""
+    watcher = RouteWatcher(b_path, protocol_on_b)
+    wire = BgpWireClock(b_path, "eth1", NODE_V4[0])
+    readers: list[RouteWatcher | BgpWireClock] = [watcher, wire]
     watcher.open()
+    wire.open()
     try:
         leftover = expected & watcher.present
         if leftover:
             raise RuntimeError(f"{len(leftover)} expected routes already on b before the start")
         started = time.monotonic()
         restart()
-        established_at: float | None = None
         deadline = started + BULK_TIMEOUT
-        while True:
+        done: float | None = None
+        while done is None:
+            wire.drain()
             watcher.drain(expected)
             if expected <= watcher.present:
-                done: float | None = time.monotonic()
-                break
-            now = time.monotonic()
-            if now > deadline:
-                done = None
-                break
-            if established_at is None:
-                try:
-                    if established():
-                        established_at = time.monotonic()
-                except Exception:  # not answering yet
-                    pass
-                if now - started > ESTABLISH_TIMEOUT and established_at is None:
-                    raise RuntimeError("b never reported the session Established")
-                select.select([watcher], [], [], 0.01)
+                done = time.monotonic()
+            elif time.monotonic() > deadline:
+                missing = len(expected - watcher.present)
+                raise RuntimeError(f"{missing} of {len(expected)} routes missing on b at the end")
             else:
-                done = watcher.wait_all(expected, max(0.0, deadline - time.monotonic()))
-                break
-        if done is None:
-            missing = len(expected - watcher.present)
-            raise RuntimeError(f"{missing} of {len(expected)} routes missing on b after the run")
-        check = dump_prefixes(watcher.netns_path, watcher.protocol)
+                select.select(readers, [], [], 0.5)
+        check = dump_prefixes(b_path, protocol_on_b)
         if not expected <= check:
             raise RuntimeError(f"dump disagrees: {len(expected - check)} routes missing on b")
+        est = wire.established_at
         first = watcher.first_seen
         return BulkSample(
             done - started,
-            done - established_at if established_at else None,
-            established_at - started if established_at else None,
-            first - established_at if first and established_at else None,
+            done - est if est else None,
+            est - started if est else None,
+            wire.first_update_at - est if wire.first_update_at and est else None,
+            first - est if first and est else None,
         )
     finally:
         watcher.close()
+        wire.close()
 
 
 # -- l3fabric ------------------------------------------------------------------------------
@@ -280,8 +276,8 @@ def run_l3fabric(lab: Lab, iterations: int, sizes: list[int], repeats: int) -> S
                 delete_routes_with_gateway(b.netns, RTPROT_L3FABRIC)
                 sample = measure_bulk_once(
                     lambda: launch_agent(lab, b, "workloads"),
-                    lambda: b.v4_peer_state() == "Established",
-                    RouteWatcher(under.path_b, RTPROT_L3FABRIC),
+                    under.path_b,
+                    RTPROT_L3FABRIC,
                     expected,
                 )
                 log("  %s", sample)
@@ -381,12 +377,7 @@ def _bird_bulk(
         for _ in range(repeats):
             stop_bird(lab, b)
             delete_routes_with_gateway(b.netns, RTPROT_BIRD)
-            sample = measure_bulk_once(
-                lambda: launch_bird(lab, b),
-                b.established,
-                RouteWatcher(path_b, RTPROT_BIRD),
-                expected,
-            )
+            sample = measure_bulk_once(lambda: launch_bird(lab, b), path_b, RTPROT_BIRD, expected)
             log("  %s", sample)
             results.bulk[key].append(sample)
 
@@ -450,6 +441,8 @@ def table(systems: dict[str, SystemResults], sizes: list[int]) -> str:
         for attr, label in (
             ("from_established_s", "from Established"),
             ("from_start_s", "from speaker start"),
+            ("established_after_s", "start to Established"),
+            ("first_update_after_established_s", "Established to 1st UPDATE"),
         ):
             target = ""
             if size == 10_000 and attr == "from_established_s":

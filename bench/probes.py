@@ -336,3 +336,84 @@ class RouteRecorder:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+_ETH_P_IP = 0x0800
+_BGP_MARKER = b"\xff" * 16
+_BGP_OPEN, _BGP_UPDATE, _BGP_KEEPALIVE = 1, 2, 4
+
+
+class BgpWireClock:
+    """Watches BGP messages from one peer arriving on an interface (a packet
+    socket in the receiving node's namespace) and notes when the session
+    became Established there: the first KEEPALIVE after the peer's OPEN.
+    Both systems are timed by the same bytes, not by asking the speakers."""
+
+    def __init__(self, netns_path: str, ifname: str, peer: str) -> None:
+        self.netns_path = netns_path
+        self.ifname = ifname
+        self.peer = int(ipaddress.IPv4Address(peer))
+        self.open_at: float | None = None
+        self.established_at: float | None = None
+        self.first_update_at: float | None = None
+        self._sock: socket.socket | None = None
+
+    def open(self) -> None:
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(_ETH_P_IP))
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+            sock.bind((self.ifname, _ETH_P_IP))
+            return sock
+
+        self._sock = run_in_netns(self.netns_path, make)
+        self._sock.setblocking(False)
+        self.open_at = self.established_at = self.first_update_at = None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def fileno(self) -> int:
+        assert self._sock is not None, "BgpWireClock.open() first"
+        return self._sock.fileno()
+
+    def drain(self) -> None:
+        assert self._sock is not None, "BgpWireClock.open() first"
+        while True:
+            try:
+                packet = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            now = time.monotonic()
+            for msg_type in self._bgp_types(packet):
+                if msg_type == _BGP_OPEN and self.open_at is None:
+                    self.open_at = now
+                elif msg_type == _BGP_KEEPALIVE and self.open_at and not self.established_at:
+                    self.established_at = now
+                elif msg_type == _BGP_UPDATE and self.first_update_at is None:
+                    self.first_update_at = now
+
+    def _bgp_types(self, packet: bytes) -> list[int]:
+        """Types of the BGP messages starting in one TCP segment from the peer
+        (a message split across segments is skipped: only the first few, which
+        are small, matter here)."""
+        if len(packet) < 40 or packet[9] != socket.IPPROTO_TCP:
+            return []
+        (source,) = struct.unpack_from("!I", packet, 12)
+        if source != self.peer:
+            return []
+        ihl = (packet[0] & 0x0F) * 4
+        sport, dport = struct.unpack_from("!HH", packet, ihl)
+        if 179 not in (sport, dport):
+            return []
+        payload = packet[ihl + (packet[ihl + 12] >> 4) * 4 :]
+        types = []
+        offset = 0
+        while offset + 19 <= len(payload) and payload[offset : offset + 16] == _BGP_MARKER:
+            length, msg_type = struct.unpack_from("!HB", payload, offset + 16)
+            types.append(msg_type)
+            if length < 19:
+                break
+            offset += length
+        return types
