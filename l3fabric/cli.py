@@ -343,9 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub: Any) -> None:
-    from l3fabric import cli_bird
+    from l3fabric import cli_bird, cli_lab
 
     cli_bird.register(sub)
+    cli_lab.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
