@@ -75,6 +75,8 @@ def deploy(lab: Lab, *, workloads: int = 0, progress: Progress = _quiet) -> LabS
     """Make the lab. On any failure everything made so far is removed and
     LabError says which node and step failed."""
     paths = lab.paths
+    if workloads < 0:
+        raise LabError(f"--workloads must be 0 or more, not {workloads}")
     if paths.state_file.exists() or any(
         paths.netns(n.name) in netns_list() for n in lab.topology.nodes
     ):
@@ -84,8 +86,7 @@ def deploy(lab: Lab, *, workloads: int = 0, progress: Progress = _quiet) -> LabS
     try:
         _deploy(lab, state, workloads, progress)
     except BaseException as exc:
-        progress(f"deploy failed: {exc}")
-        progress("cleaning up")
+        progress("deploy failed; removing what was made")
         destroy(lab, progress=progress)
         if isinstance(exc, LabError):
             raise
@@ -105,10 +106,8 @@ def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> No
         progress(f"node {node.name}: namespace {ns} ({node.image_kind.value}, {node.image})")
         state.add_namespace(ns)
         netns_add(ns)
-        holder = start_holder(ns, paths.log(node.name, "holder"))
-        state.set_holder(
-            node.name, ProcessRecord(node.name, "holder", holder.pid, holder.start, holder.log)
-        )
+        holder = start_holder(node.name, ns, paths.log(node.name, "holder"))
+        state.set_holder(node.name, holder)
         ctx = lab.context(state, node)
         setup_node_mounts(holder.pid, ctx.plan, paths, node.name)
         daemons.prepare(ctx)

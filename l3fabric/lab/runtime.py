@@ -224,7 +224,7 @@ def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     run(["ip", "-n", ns_b, "link", "set", if_b, "up"])
 
 
-def start_holder(netns: str, log_path: Path, timeout: float = 10) -> ProcessRecord:
+def start_holder(node: str, netns: str, log_path: Path, timeout: float = 10) -> ProcessRecord:
     argv = [
         "nsenter",
         f"--net=/run/netns/{netns}",
@@ -253,7 +253,7 @@ def start_holder(netns: str, log_path: Path, timeout: float = 10) -> ProcessReco
         time.sleep(0.01)
     start = process_start_time(proc.pid)
     assert start is not None
-    return ProcessRecord(netns, "holder", proc.pid, start, str(log_path))
+    return ProcessRecord(node, "holder", proc.pid, start, str(log_path))
 
 
 # -- mounts ------------------------------------------------------------------------
