@@ -16,7 +16,6 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from l3fabric.bgp.events import (
     BgpEvent,
@@ -29,102 +28,33 @@ from l3fabric.bgp.events import (
     UpdateEvent,
 )
 from l3fabric.bgp.policy import REJECT_REASONS, ImportPolicy, PeerInfo
+from l3fabric.bgp.rib_types import (
+    Action,
+    PeerStats,
+    ReceivedRoute,
+    RouteChanges,
+    SessionState,
+    TearDown,
+)
 from l3fabric.model import IPAddress, IPNetwork, NextHop, Route, RouteKind
+
+# Re-exported: callers import the RIB's values from here.
+__all__ = [
+    "DEFAULT_ECMP_MAX",
+    "DEFAULT_LOCAL_PREF",
+    "Action",
+    "PeerStats",
+    "ReceivedRoute",
+    "Rib",
+    "RouteChanges",
+    "SessionState",
+    "TearDown",
+]
 
 DEFAULT_LOCAL_PREF = 100
 DEFAULT_ECMP_MAX = 16
 _ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
 _UNKNOWN_ORIGIN_RANK = 3  # worse than incomplete: never preferred over a known origin
-
-SessionState = Literal["idle", "up", "down", "torn-down"]
-
-
-@dataclass(frozen=True)
-class TearDown:
-    """Disable the session with `peer`; it stays down until Rib.reset_peer()."""
-
-    peer: IPAddress
-    reason: str
-
-
-Action = TearDown
-
-
-@dataclass(frozen=True)
-class RouteChanges:
-    """What changed in best_routes() since the previous take_changes()."""
-
-    replace: list[Route]
-    delete: list[IPNetwork]
-
-    def __bool__(self) -> bool:
-        return bool(self.replace or self.delete)
-
-
-@dataclass(frozen=True)
-class ReceivedRoute:
-    prefix: IPNetwork
-    peer: IPAddress
-    attrs: PathAttributes
-    accepted: bool
-    reason: str | None  # the policy that rejected it; None when accepted
-    stale: bool
-    best: bool  # this path contributes a next hop to the installed route
-
-    def to_dict(self) -> dict[str, object]:
-        a = self.attrs
-        return {
-            "prefix": str(self.prefix),
-            "peer": str(self.peer),
-            "next_hop": str(a.next_hop),
-            "as_path": list(a.as_path),
-            "local_pref": a.local_pref,
-            "med": a.med,
-            "origin": a.origin,
-            "accepted": self.accepted,
-            "reason": self.reason,
-            "stale": self.stale,
-            "best": self.best,
-        }
-
-
-@dataclass(frozen=True)
-class PeerStats:
-    """A snapshot of one peer. received/accepted/rejected/stale count the
-    prefixes held now; updates, withdrawals and teardowns count since start."""
-
-    address: IPAddress
-    kind: str
-    asn: int
-    state: SessionState
-    since: float | None  # `now` of the last state change
-    max_prefixes: int
-    received: int
-    accepted: int
-    rejected: dict[str, int]
-    stale: int
-    announcements: int
-    withdrawals: int
-    teardowns: int
-    last_down_reason: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "address": str(self.address),
-            "kind": self.kind,
-            "asn": self.asn,
-            "state": self.state,
-            "since": self.since,
-            "max_prefixes": self.max_prefixes,
-            "received": self.received,
-            "accepted": self.accepted,
-            "rejected": dict(self.rejected),
-            "stale": self.stale,
-            "announcements": self.announcements,
-            "withdrawals": self.withdrawals,
-            "teardowns": self.teardowns,
-            "last_down_reason": self.last_down_reason,
-        }
 
 
 @dataclass(frozen=True)
