@@ -26,6 +26,7 @@ from l3fabric.lab.runtime import is_alive
 from tests.nettools import Namespaces, ns_run, unique_name, wait_for
 
 pytestmark = pytest.mark.integration
+NOTHING: dict[str, list[str]] = {"namespaces": [], "mounts": [], "files": [], "processes": []}
 
 REPO = Path(__file__).resolve().parents[2]
 CLAB = REPO / "containerlab"
@@ -83,7 +84,28 @@ class LabRun:
             if f"/{prefix}" in line or f"/{self.name}/" in line
         ]
         files = [str(LAB_ROOT / self.name)] if (LAB_ROOT / self.name).exists() else []
-        return {"namespaces": namespaces, "mounts": mounts, "files": files}
+        return {
+            "namespaces": namespaces,
+            "mounts": mounts,
+            "files": files,
+            "processes": self.processes(),
+        }
+
+    def processes(self) -> list[str]:
+        """Processes writing into the lab's directory: every process the lab
+        starts (holders, daemons, and their children) logs there."""
+        lab_dir = f"{LAB_ROOT / self.name}/"
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            for fd in ("1", "2"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith(lab_dir):
+                    found.append(f"{pid}: {target}")
+                    break
+        return found
 
 
 @pytest.fixture
@@ -108,7 +130,7 @@ def assert_destroyed_cleanly(run: LabRun, state: dict[str, Any]) -> None:
     assert pids
     run.ok("destroy")
     assert not [pid for pid, start in pids if is_alive(pid, start)]
-    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+    assert run.leftovers() == NOTHING
     # Idempotent.
     assert "nothing to remove" in run.ok("destroy")
 
@@ -170,6 +192,7 @@ def test_two_nodes(lab_run: Any, tmp_path: Path) -> None:
     assert "PASS" in verified and "✗" not in verified
     svg = graph_sessions(run, tmp_path)
     assert 'class="session established"' in svg and 'class="session down"' not in svg
+    assert len(run.processes()) >= 4  # two holders, two agents (and their ExaBGPs)
     state = run.state()
     assert_destroyed_cleanly(run, state)
     report(run)
@@ -249,19 +272,37 @@ def copy_topology(name: str, tmp_path: Path) -> Path:
     return target / f"{name}.clab.yml"
 
 
-def test_failed_deploy_names_the_node_and_leaves_nothing(lab_run: Any, tmp_path: Path) -> None:
-    need("nsenter", "unshare")
-    topology = copy_topology("two-nodes", tmp_path)
+def break_agent_config(topology: Path) -> None:
     config = topology.parent / "two-nodes" / "node2.yaml"
     data = yaml.safe_load(config.read_text())
     data["bgp"]["mesh"] = "sometimes"  # valid YAML, a config the agent refuses
     config.write_text(yaml.safe_dump(data))
+
+
+def break_bird_config(topology: Path) -> None:
+    conf = topology.parent / "route-reflectors" / "rr2" / "bird.conf"
+    conf.write_text(conf.read_text() + "\nprotocol bgp broken { neighbor nowhere; }\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "breaker", "failing", "daemon", "tool"),
+    [
+        ("two-nodes", break_agent_config, "node2", "agent", "bgp.mesh"),
+        ("route-reflectors", break_bird_config, "rr2", "bird", "syntax error"),
+    ],
+)
+def test_failed_deploy_names_the_node_and_leaves_nothing(
+    lab_run: Any, tmp_path: Path, name: str, breaker: Any, failing: str, daemon: str, tool: str
+) -> None:
+    need("nsenter", "unshare", "bird")
+    topology = copy_topology(name, tmp_path)
+    breaker(topology)
     run = lab_run(topology, "bad")
     proc = run.cli("deploy", "--workloads", "1")
     assert proc.returncode == 1
-    assert "node node2: agent exited" in proc.stderr
-    assert "bgp.mesh" in proc.stderr  # the agent's own message, from its log
-    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+    assert f"node {failing}: {daemon} exited" in proc.stderr, proc.stderr
+    assert tool in proc.stderr  # the daemon's own message, from its log
+    assert run.leftovers() == NOTHING
 
 
 def test_plain_frr_lab_like_containerlab_examples(lab_run: Any, tmp_path: Path) -> None:
@@ -323,7 +364,7 @@ def test_destroy_without_state_file(lab_run: Any) -> None:
     pids += [(h["pid"], h["start"]) for h in state["holders"].values()]
     run.ok("destroy")
     assert not [pid for pid, start in pids if is_alive(pid, start)]
-    assert run.leftovers() == {"namespaces": [], "mounts": [], "files": []}
+    assert run.leftovers() == NOTHING
 
 
 def test_verify_mechanics_on_plain_namespaces(netns: Namespaces) -> None:
