@@ -335,6 +335,9 @@ class BgpService:
                 status = PeerStatus(address, kind, info.asn, spec.name, since=now)
                 status.password = spec.md5_password is not None
                 self._neighbors[address] = _Neighbor(spec, info, status)
+                # Every configured peer has state series from the start, so
+                # "not Established" alerts also catch peers never reached.
+                self._set_state(self._neighbors[address], "Idle", "", now)
             else:
                 current.spec, current.info = spec, info
         self._rib.set_peers([n.info for n in self._neighbors.values()])

@@ -263,7 +263,8 @@ def test_watch_times_out_with_no_events(store: Datastore) -> None:
     revision, events = store.watch("/w/", now, timeout=0.3)
     elapsed = time.monotonic() - started
     assert events == [] and revision == now
-    assert 0.25 <= elapsed < 2
+    # It waited for the timeout, and did not hang (generous: the machine is shared).
+    assert 0.25 <= elapsed < 8
 
 
 def test_watch_skips_past_changes_outside_the_prefix(store: Datastore) -> None:
@@ -290,7 +291,8 @@ def test_watch_blocks_until_a_put_from_another_thread(store: Datastore) -> None:
     elapsed = time.monotonic() - started
     assert [(e.key, e.value) for e in events] == [("/w/late", b"hello")]
     assert revision == events[0].revision
-    assert 0.25 <= elapsed < 2, f"watch returned after {elapsed:.2f}s"
+    # It blocked until the put, well before its own timeout of 10 s.
+    assert 0.25 <= elapsed < 8, f"watch returned after {elapsed:.2f}s"
 
 
 def test_watch_rejects_bad_arguments(store: Datastore) -> None:

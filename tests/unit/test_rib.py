@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -562,37 +561,23 @@ def test_incremental_changes_match_a_from_scratch_rib(ops: list[tuple], gr: bool
         assert all(r.accepted for r in held if r.best)
 
 
-# ----- performance ----------------------------------------------------------
+# ----- scale -----------------------------------------------------------------
+# Timings live in bench/rib.py: a timed assertion here would fail on a busy
+# machine without saying anything about the code.
 
 
-def test_ten_thousand_announcements_are_cheap() -> None:
+def test_ten_thousand_announcements_and_a_second_path_each() -> None:
     rib = make_rib([mesh(NODE_B), mesh(NODE_C)])
     prefixes = [ipaddress.IPv4Network((0x64408000 + i, 32)) for i in range(10_000)]
     a = attrs(NODE_B)
-    started = time.perf_counter()
     for prefix in prefixes:
         rib.apply(UpdateEvent(NODE_B, announced=((prefix, a),)), 0.0)
-    changes = rib.take_changes()
-    elapsed = time.perf_counter() - started
-    assert len(changes.replace) == 10_000
+    assert len(rib.take_changes().replace) == 10_000
     # A second path for each: every route becomes two-way ECMP.
-    started = time.perf_counter()
     rib.apply(UpdateEvent(NODE_C, announced=tuple((p, attrs(NODE_C)) for p in prefixes)), 0.0)
     ecmp = rib.take_changes()
-    elapsed_ecmp = time.perf_counter() - started
     assert len(ecmp.replace) == 10_000
     assert all(len(r.nexthops) == 2 for r in ecmp.replace)
-    # One more update costs in proportion to itself, not to the table.
-    started = time.perf_counter()
+    # One more update changes one route, not the table.
     rib.apply(UpdateEvent(NODE_B, withdrawn=(prefixes[0],)), 0.0)
-    one = rib.take_changes()
-    elapsed_one = time.perf_counter() - started
-    assert len(one.replace) == 1
-    print(
-        f"10k announcements: {elapsed:.3f}s; 10k ECMP batch: {elapsed_ecmp:.3f}s; "
-        f"one withdraw in a 10k table: {elapsed_one * 1e6:.0f}us"
-    )
-    # Generous bounds: the machine is shared; the numbers are in the report.
-    assert elapsed < 2.0
-    assert elapsed_ecmp < 2.0
-    assert elapsed_one < 0.01
+    assert len(rib.take_changes().replace) == 1
