@@ -30,6 +30,7 @@ COLOURS = {
 }
 UP, DOWN = "#16a34a", "#dc2626"
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 150, 54, 40, 120, 40
+BEND = 45  # how far a session curve bulges from its link line
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,14 @@ def render_svg(fabric: Fabric) -> str:
         )
     for s in fabric.sessions:
         (x1, y1), (x2, y2) = centre[s.a], centre[s.b]
-        # Bend sessions away from the straight link line so both stay visible.
-        mx, my = (x1 + x2) / 2 + (y2 - y1) * 0.15 + 25, (y1 + y2) / 2 - (x2 - x1) * 0.15
+        # Bend sessions away from the straight link line so both stay
+        # visible, always to the same side whichever end is listed first.
+        dx, dy = x2 - x1, y2 - y1
+        length = max((dx * dx + dy * dy) ** 0.5, 1.0)
+        nx, ny = -dy / length, dx / length
+        if nx < 0 or (nx == 0 and ny > 0):
+            nx, ny = -nx, -ny
+        mx, my = (x1 + x2) / 2 + nx * BEND, (y1 + y2) / 2 + ny * BEND
         colour = UP if s.established else DOWN
         state = "established" if s.established else "down"
         out.append(
