@@ -110,6 +110,15 @@ def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> No
         state.set_holder(node.name, holder)
         ctx = lab.context(state, node)
         setup_node_mounts(holder.pid, ctx.plan, paths, node.name)
+        state.set_mounts(
+            node.name,
+            [
+                "/sys",
+                *map(str, ctx.plan.overlays),
+                *(str(b.target) for b in ctx.plan.binds),
+                "/run",
+            ],
+        )
         daemons.prepare(ctx)
         contexts[node.name] = ctx
     for link in topo.links:

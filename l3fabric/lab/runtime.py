@@ -404,6 +404,8 @@ class LabState:
             "holders": {},
             "processes": [],
             "workloads": [],
+            "mounts": {},  # node -> mount points inside it (gone with its namespace)
+            "dir": str(paths.dir),  # every file the lab made is under here
             "deployed": False,
         }
 
@@ -437,6 +439,10 @@ class LabState:
 
     def set_holder(self, node: str, record: ProcessRecord) -> None:
         self.data["holders"][node] = record.to_dict()
+        self.save()
+
+    def set_mounts(self, node: str, targets: list[str]) -> None:
+        self.data.setdefault("mounts", {})[node] = targets
         self.save()
 
     @property
