@@ -46,8 +46,6 @@ TUNNEL_KINDS = frozenset(
         "vti6",
         "wireguard",
         "bareudp",
-        "ipvlan",
-        "fou",
     }
 )
 
