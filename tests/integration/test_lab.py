@@ -403,3 +403,23 @@ def test_verify_mechanics_on_plain_namespaces(netns: Namespaces) -> None:
     (check,) = verify.tunnel_checks([a])
     assert not check.ok and "vx0 (vxlan)" in check.detail
     assert all(c.ok for c in verify.nat_checks([a, b]))
+
+
+def test_two_copies_of_one_lab_side_by_side(lab_run: Any) -> None:
+    """Same file, two names: own namespaces, datastores and agents; destroying
+    one leaves the other working."""
+    need("nsenter", "unshare")
+    first = lab_run(CLAB / "two-nodes.clab.yml", "cpa")
+    second = lab_run(CLAB / "two-nodes.clab.yml", "cpb")
+    first.ok("deploy", "--workloads", "1")
+    second.ok("deploy", "--workloads", "1")
+    for run in (first, second):
+        wait_agents_ready(run, ["node1", "node2"])
+        wait_verified(run)
+        # Each copy's agents see only their own lab's workloads.
+        listed = json.loads(run.exec("node1", *L3FABRIC, "workload", "list", "-o", "json").stdout)
+        assert [w["netns"] for w in listed] == [f"/run/netns/{run.name}-node1-w0"]
+    assert_destroyed_cleanly(first, first.state())
+    assert all(r["state"] == "running" for r in inspect(second))
+    wait_verified(second, timeout=10)
+    assert_destroyed_cleanly(second, second.state())
