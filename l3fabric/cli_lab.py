@@ -20,13 +20,14 @@ EXIT_USAGE = 2
 
 
 def _lab(args: argparse.Namespace) -> Any:
-    from l3fabric.lab.deploy import Lab
+    from l3fabric.lab.deploy import open_lab
     from l3fabric.lab.paths import LAB_ROOT, LabPaths
     from l3fabric.lab.topology import load_topology
 
     root = Path(args.lab_root) if args.lab_root else LAB_ROOT
     topology = load_topology(args.file, name=args.name, lab_root=root)
-    return Lab(topology, LabPaths(root, topology.name))
+    paths = LabPaths(root, topology.name)
+    return open_lab(topology, paths, prometheus=getattr(args, "prometheus", False))
 
 
 def _progress(line: str) -> None:
@@ -68,7 +69,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def _inspect_table(rows: list[dict[str, Any]]) -> str:
-    return _table(
+    table = _table(
         ("NODE", "NETNS", "KIND", "IMAGE", "RUNS", "STATE", "ADDRESSES", "PID"),
         [
             (
@@ -84,6 +85,13 @@ def _inspect_table(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+    for row in rows:
+        if row.get("url"):
+            table += (
+                f"\n\nPrometheus: {row['url']} (on the lab's management network, eth0 of every "
+                f"node)\nfrom the host: {row['reach']}"
+            )
+    return table
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -184,6 +192,12 @@ def register(subparsers: Any) -> None:
 
     p = lab.add_parser("deploy", parents=[common], help="create the lab's namespaces and daemons")
     p.add_argument("--workloads", type=int, default=0, metavar="N", help="workloads per node")
+    p.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="add a management network (eth0, 198.19.255.0/24) and a Prometheus node "
+        "scraping every agent",
+    )
     p.set_defaults(func=_handled(cmd_deploy))
     p = lab.add_parser("destroy", parents=[common], help="remove everything the lab made")
     p.set_defaults(func=_handled(cmd_destroy))

@@ -7,6 +7,7 @@ which BGP sessions it has.
 | bird                | `bird -f -c /etc/bird/bird.conf -s /run/bird/bird.ctl`      |
 | frr                 | zebra, the daemons set to yes in /etc/frr/daemons, staticd, |
 |                     | then `vtysh -b` (what the FRR image's start script does)    |
+| prometheus          | `prometheus --config.file=/etc/prometheus/prometheus.yml`   |
 | anything else       | nothing (a plain host)                                      |
 
 Each node has its own /run, so the tools' default paths work inside
@@ -55,6 +56,21 @@ FRR_DIR = Path("/usr/lib/frr")
 # FRR starts these whatever the daemons file says (as frrinit.sh does).
 FRR_ALWAYS = ("zebra", "staticd")
 FRR_DEFAULT_OPTIONS = {"zebra": "-A 127.0.0.1 -s 90000000"}
+PROMETHEUS_CONFIG_DIR = PurePosixPath("/etc/prometheus")
+PROMETHEUS_DATA = PurePosixPath("/var/lib/prometheus/metrics2")  # Debian's default
+PROMETHEUS_PORT = 9090
+PROMETHEUS_ARGV = (
+    "prometheus",
+    f"--config.file={PROMETHEUS_CONFIG_DIR}/prometheus.yml",
+    f"--storage.tsdb.path={PROMETHEUS_DATA}",
+    f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}",
+)
+PROMETHEUS_READY = f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"
+# Run inside the node (its network namespace): exit 0 when the URL answers 200.
+_HTTP_OK = (
+    "import sys, urllib.request\n"
+    "sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)"
+)
 
 PRIVATE_DIRS: dict[ImageKind, tuple[PurePosixPath, ...]] = {
     ImageKind.L3FABRIC: (AGENT_STATE,),
@@ -142,6 +158,8 @@ def start(ctx: NodeContext, recorded: Callable[[ProcessRecord], None]) -> list[P
             if daemon == "zebra":
                 # Every other daemon connects to zebra at start.
                 _wait_path(ctx, ctx.run_dir / "frr" / "zserv.api", records, 20)
+    elif kind is ImageKind.PROMETHEUS:
+        spawn_daemon("prometheus", list(PROMETHEUS_ARGV))
     return records
 
 
@@ -249,6 +267,11 @@ def _answer(ctx: NodeContext, records: list[ProcessRecord]) -> str:
                 f"{(proc.stdout + proc.stderr).strip()}"
             )
         return "frr " + " ".join(r.what.removeprefix("frr-") for r in records)
+    if kind is ImageKind.PROMETHEUS:
+        probe = [sys.executable, "-c", _HTTP_OK, PROMETHEUS_READY]
+        if run(in_node(ctx.holder, probe), check=False).returncode != 0:
+            raise _NotYet(f"{PROMETHEUS_READY} does not answer 200 yet")
+        return "prometheus ready"
     return "host"
 
 

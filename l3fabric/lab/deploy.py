@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from l3fabric.lab import daemons
+from l3fabric.lab import daemons, mgmt
 from l3fabric.lab.paths import LabPaths
 from l3fabric.lab.runtime import (
     LabError,
@@ -47,8 +47,9 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class Lab:
-    topology: Topology
+    topology: Topology  # with the Prometheus node when `prometheus`
     paths: LabPaths
+    prometheus: bool = False  # a management network and a Prometheus node
 
     @property
     def name(self) -> str:
@@ -68,6 +69,18 @@ class Lab:
         return state
 
 
+def open_lab(topology: Topology, paths: LabPaths, *, prometheus: bool = False) -> Lab:
+    """The lab of a topology file, with the Prometheus node when asked for
+    (deploy --prometheus) or when the deployed lab has one (its state says so)."""
+    try:
+        state = LabState.load(paths)
+    except LabError:
+        state = None  # unreadable: destroy still works by names
+    if prometheus or (state is not None and state.extra("prometheus")):
+        return Lab(mgmt.with_prometheus(topology), paths, True)
+    return Lab(topology, paths)
+
+
 # -- deploy ------------------------------------------------------------------------
 
 
@@ -81,10 +94,14 @@ def deploy(lab: Lab, *, workloads: int = 0, progress: Progress = _quiet) -> LabS
         paths.netns(n.name) in netns_list() for n in lab.topology.nodes
     ):
         raise LabError(f"lab {lab.name} is already deployed: run `l3fabric lab destroy` first")
+    network, targets = None, []
+    if lab.prometheus:  # checked before anything is made
+        network = mgmt.plan_network(lab.topology)
+        targets = mgmt.scrape_targets(lab.topology, network)
     state = LabState(paths, str(lab.topology.path))
     state.save()
     try:
-        _deploy(lab, state, workloads, progress)
+        _deploy(lab, state, workloads, progress, network, targets)
     except BaseException as exc:
         progress("deploy failed; removing what was made")
         destroy(lab, progress=progress)
@@ -97,9 +114,34 @@ def deploy(lab: Lab, *, workloads: int = 0, progress: Progress = _quiet) -> LabS
     return state
 
 
-def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> None:
+def _deploy(
+    lab: Lab,
+    state: LabState,
+    workloads: int,
+    progress: Progress,
+    network: mgmt.MgmtNetwork | None,
+    targets: list[mgmt.ScrapeTarget],
+) -> None:
     topo, paths = lab.topology, lab.paths
     topo.lab_dir.mkdir(parents=True, exist_ok=True)
+    if network is not None:
+        mgmt.write_prometheus_config(topo, targets)
+        state.set_extra(
+            "mgmt",
+            {
+                "namespace": mgmt.mgmt_netns(paths),
+                "subnet": str(network.subnet),
+                "addresses": {node: str(a) for node, a in network.addresses},
+            },
+        )
+        state.set_extra(
+            "prometheus",
+            {
+                "url": network.prometheus_url,
+                "targets": {t.node: t.address for t in targets},
+                "dir": str(topo.node_dir(mgmt.PROMETHEUS_NODE)),
+            },
+        )
     contexts: dict[str, daemons.NodeContext] = {}
     for node in topo.nodes:
         ns = paths.netns(node.name)
@@ -124,6 +166,9 @@ def _deploy(lab: Lab, state: LabState, workloads: int, progress: Progress) -> No
     for link in topo.links:
         progress(f"link {link.a} <-> {link.b}")
         add_veth(paths.netns(link.a.node), link.a.iface, paths.netns(link.b.node), link.b.iface)
+    if network is not None:
+        progress(f"management network {network.subnet}: {mgmt.mgmt_netns(paths)}, eth0 per node")
+        mgmt.create_network(paths, network, state)
     started: dict[str, list[ProcessRecord]] = {}
     for node in topo.nodes:
         if node.image_kind is not ImageKind.HOST:
@@ -189,7 +234,9 @@ def lab_namespaces(lab: Lab, state: LabState | None) -> list[str]:
     patterns = [
         re.compile(rf"^{re.escape(lab.paths.netns(n.name))}(-w\d+)?$") for n in lab.topology.nodes
     ]
-    names |= {ns for ns in netns_list() if any(p.match(ns) for p in patterns)}
+    # The management network and Prometheus of a --prometheus deploy.
+    extras = {mgmt.mgmt_netns(lab.paths), lab.paths.netns(mgmt.PROMETHEUS_NODE)}
+    names |= {ns for ns in netns_list() if any(p.match(ns) for p in patterns) or ns in extras}
     return sorted(names)
 
 
@@ -261,6 +308,8 @@ def node_addresses(lab: Lab, node: str) -> list[str]:
 
 def inspect(lab: Lab) -> list[dict[str, Any]]:
     state = LabState.load(lab.paths)
+    prometheus = (state.extra("prometheus") if state else None) or {}
+    management = (state.extra("mgmt") if state else None) or {}
     rows = []
     for node in lab.topology.nodes:
         holder = state.holder(node.name) if state else None
@@ -283,9 +332,23 @@ def inspect(lab: Lab) -> list[dict[str, Any]]:
                 "addresses": node_addresses(lab, node.name) if holder else [],
                 "pid": holder.pid if holder else None,
                 "daemons": {p.what: p.pid for p in procs},
+                "mgmt_ipv4": management.get("addresses", {}).get(node.name),
             }
         )
+        if node.image_kind is ImageKind.PROMETHEUS and prometheus.get("url"):
+            rows[-1]["url"] = prometheus["url"]
+            rows[-1]["reach"] = prometheus_hint(lab, prometheus["url"])
     return rows
+
+
+def prometheus_hint(lab: Lab, url: str) -> str:
+    """How to query the lab's Prometheus from the host: its address is
+    reachable only inside the lab."""
+    query = shlex.quote(f"{url}/api/v1/query?query=up")
+    return (
+        f"l3fabric lab exec {shlex.quote(str(lab.topology.path))} --name {lab.name} "
+        f"{mgmt.PROMETHEUS_NODE} -- curl -s {query}"
+    )
 
 
 def node_context(lab: Lab, state: LabState, name: str) -> daemons.NodeContext:

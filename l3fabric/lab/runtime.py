@@ -463,6 +463,15 @@ class LabState:
         )
         self.save()
 
+    def set_extra(self, key: str, value: Any) -> None:
+        """A record of something beyond the topology file (the management
+        network, the Prometheus node), so later commands know of it."""
+        self.data[key] = value
+        self.save()
+
+    def extra(self, key: str) -> Any:
+        return self.data.get(key)
+
     def mark_deployed(self) -> None:
         self.data["deployed"] = True
         self.save()

@@ -39,6 +39,7 @@ class ImageKind(enum.Enum):
     L3FABRIC = "l3fabric"  # the node agent
     BIRD = "bird"  # bird -c /etc/bird/bird.conf
     FRR = "frr"  # zebra, staticd and the daemons enabled in /etc/frr/daemons
+    PROMETHEUS = "prometheus"  # prometheus --config.file=/etc/prometheus/prometheus.yml
     HOST = "host"  # nothing: a namespace for exec commands and links
 
 
@@ -49,6 +50,7 @@ IMAGE_RULES: tuple[tuple[str, ImageKind], ...] = (
     ("bird", ImageKind.BIRD),
     ("frr", ImageKind.FRR),
     ("l3fabric", ImageKind.L3FABRIC),
+    ("prometheus", ImageKind.PROMETHEUS),
 )
 
 # The file each daemon kind needs inside the node.
@@ -56,6 +58,7 @@ REQUIRED_FILES = {
     ImageKind.L3FABRIC: "/etc/l3fabric/node.yaml",
     ImageKind.BIRD: "/etc/bird/bird.conf",
     ImageKind.FRR: "/etc/frr/frr.conf",
+    ImageKind.PROMETHEUS: "/etc/prometheus/prometheus.yml",
 }
 
 
