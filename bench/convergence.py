@@ -262,7 +262,9 @@ def run_l3fabric(lab: Lab, iterations: int, sizes: list[int], repeats: int) -> S
                 start_agent(lab, a, wanted_mode, timeout=600)
                 wait_until(lambda: a.call("status")["last_reconcile"], 600, "a's first reconcile")
                 results.setup[f"a_start_{wanted_mode}_{size}_s"] = time.monotonic() - t0
-                repaired = a.call("status")["last_reconcile"].get("repaired")
+                last = a.call("status")["last_reconcile"]
+                results.setup[f"a_reconcile_{wanted_mode}_{size}_s"] = float(last["seconds"])
+                repaired = last.get("repaired")
                 if repaired:
                     log("l3fabric: a's start-up reconcile repaired %s", repaired)
                 mode = wanted_mode
