@@ -355,3 +355,71 @@ def test_sessions_merge_both_ends_and_svg_is_valid() -> None:
     doc = xml.dom.minidom.parseString(svg)
     assert len(doc.getElementsByTagName("rect")) == 3  # background and two nodes
     assert 'class="session down"' in svg and 'class="link"' in svg
+
+
+# -- --prometheus: management network and scrape config ------------------------------
+
+
+def test_prometheus_node_management_addresses_and_scrape_config(tmp_path: Path) -> None:
+    from l3fabric.lab import mgmt
+
+    topo = mgmt.with_prometheus(load_topology(CLAB / "two-nodes.clab.yml", lab_root=tmp_path))
+    assert topo.node("prometheus").image_kind is ImageKind.PROMETHEUS
+    network = mgmt.plan_network(topo)
+    assert [(n, str(a)) for n, a in network.addresses] == [
+        ("node1", "198.19.255.2/24"),
+        ("node2", "198.19.255.3/24"),
+        ("prometheus", "198.19.255.254/24"),
+    ]
+    assert network.prometheus_url == "http://198.19.255.254:9090"
+    targets = mgmt.scrape_targets(topo, network)
+    config = yaml.safe_load(mgmt.prometheus_config(topo.name, targets))
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "l3fabric" and job["scrape_interval"] == "2s"
+    assert job["static_configs"][1] == {
+        "targets": ["198.19.255.3:9641"],
+        "labels": {"node": "node2", "lab": "two-nodes"},
+    }
+    with pytest.raises(TopologyError, match="--prometheus adds a node"):
+        mgmt.with_prometheus(topo)
+    assert not (tmp_path / topo.name).exists()
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.name)
+def test_every_agent_is_reachable_from_the_management_network(path: Path, tmp_path: Path) -> None:
+    from l3fabric.lab import mgmt
+
+    topo = mgmt.with_prometheus(load_topology(path, lab_root=tmp_path))
+    agents = [n.name for n in topo.nodes if n.image_kind is ImageKind.L3FABRIC]
+    targets = mgmt.scrape_targets(topo, mgmt.plan_network(topo))
+    assert [t.node for t in targets] == agents
+
+
+def test_loopback_metrics_or_eth0_links_are_refused(tmp_path: Path) -> None:
+    from l3fabric.lab import mgmt
+
+    config = tmp_path / "node.yaml"
+    config.write_text("node: {name: a}\nmetrics: {listen: 127.0.0.1:9641}\n")
+    topology = {
+        "name": "m",
+        "topology": {
+            "nodes": {
+                "a": {"kind": "linux", "image": "l3fabric/node", "binds": [f"{config}:{AGENT}"]},
+                "b": {"kind": "linux", "image": "alpine"},
+            },
+            "links": [{"endpoints": ["a:eth0", "b:eth1"]}],
+        },
+    }
+    path = tmp_path / "m.clab.yml"
+    path.write_text(yaml.safe_dump(topology))
+    topo = mgmt.with_prometheus(load_topology(path, lab_root=tmp_path))
+    with pytest.raises(TopologyError, match="a:eth0 uses eth0, the management interface"):
+        mgmt.plan_network(topo)
+    topology["topology"]["links"] = [{"endpoints": ["a:eth1", "b:eth1"]}]
+    path.write_text(yaml.safe_dump(topology))
+    topo = mgmt.with_prometheus(load_topology(path, lab_root=tmp_path))
+    with pytest.raises(TopologyError, match=r"node a: metrics.listen 127.0.0.1:9641 .* 0.0.0.0"):
+        mgmt.scrape_targets(topo, mgmt.plan_network(topo))
+
+
+AGENT = "/etc/l3fabric/node.yaml"
