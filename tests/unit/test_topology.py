@@ -404,7 +404,11 @@ def test_loopback_metrics_or_eth0_links_are_refused(tmp_path: Path) -> None:
         "name": "m",
         "topology": {
             "nodes": {
-                "a": {"kind": "linux", "image": "l3fabric/node", "binds": [f"{config}:{AGENT}"]},
+                "a": {
+                    "kind": "linux",
+                    "image": "l3fabric/node",
+                    "binds": [f"{config}:/etc/l3fabric/node.yaml"],
+                },
                 "b": {"kind": "linux", "image": "alpine"},
             },
             "links": [{"endpoints": ["a:eth0", "b:eth1"]}],
@@ -420,6 +424,3 @@ def test_loopback_metrics_or_eth0_links_are_refused(tmp_path: Path) -> None:
     topo = mgmt.with_prometheus(load_topology(path, lab_root=tmp_path))
     with pytest.raises(TopologyError, match=r"node a: metrics.listen 127.0.0.1:9641 .* 0.0.0.0"):
         mgmt.scrape_targets(topo, mgmt.plan_network(topo))
-
-
-AGENT = "/etc/l3fabric/node.yaml"
