@@ -30,6 +30,7 @@ import os
 import select
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,7 +160,7 @@ def measure_latency(
 
 
 def measure_bulk_once(
-    restart: Callable[[], object],
+    restart: Callable[[], subprocess.Popen[bytes]],
     b_path: str,
     protocol_on_b: int,
     expected: set[Prefix],
@@ -176,7 +177,7 @@ def measure_bulk_once(
         if leftover:
             raise RuntimeError(f"{len(leftover)} expected routes already on b before the start")
         started = time.monotonic()
-        restart()
+        speaker = restart()
         deadline = started + BULK_TIMEOUT
         done: float | None = None
         while done is None:
@@ -184,6 +185,8 @@ def measure_bulk_once(
             watcher.drain(expected)
             if expected <= watcher.present:
                 done = time.monotonic()
+            elif speaker.poll() is not None:
+                raise RuntimeError(f"b's speaker exited with {speaker.returncode} during the run")
             elif time.monotonic() > deadline:
                 missing = len(expected - watcher.present)
                 raise RuntimeError(f"{missing} of {len(expected)} routes missing on b at the end")

@@ -49,6 +49,10 @@ def sh(*cmd: str, timeout: float = 120) -> str:
     return proc.stdout
 
 
+class Fatal(RuntimeError):
+    """Raised by a polled predicate when waiting longer cannot help."""
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
     """Poll until predicate is truthy; raise naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -58,6 +62,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
             result = predicate()
             if result:
                 return result
+        except Fatal:
+            raise
         except Exception as exc:  # the thing polled may not exist yet
             last_error = exc
         if time.monotonic() > deadline:
@@ -130,6 +136,9 @@ class Lab:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+        # ExaBGP runs in a session of its own, out of reach of killpg: note
+        # every descendant now, and kill the ones that outlive the stop.
+        descendants = _descendants(proc.pid)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -142,6 +151,13 @@ class Lab:
         # Children left in the group (an ExaBGP whose parent died) go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        for pid, started in descendants:
+            deadline = time.monotonic() + timeout
+            while _start_time(pid) == started and time.monotonic() < deadline:
+                time.sleep(0.05)  # a clean stop takes its children down itself
+            if _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if proc in self.processes:
             self.processes.remove(proc)
 
@@ -154,6 +170,41 @@ class Lab:
             for name in self.namespaces:  # whatever the batch could not delete
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.namespaces.clear()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat), which tells a
+    process from a later one that reused its PID; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = [int(c) for c in handle.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                started = _start_time(child)
+                if started is not None:
+                    found.append((child, started))
+                    pending.append(child)
+    return found
 
 
 @dataclass(frozen=True)
@@ -273,7 +324,7 @@ def start_agent(lab: Lab, node: AgentNode, advertise: str, timeout: float = 60) 
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"agent {node.name} exited:\n{node.log_tail()}")
+            raise Fatal(f"agent {node.name} exited:\n{node.log_tail()}")
         node.call("status", timeout=5)
         return True
 
@@ -357,7 +408,7 @@ def start_bird(lab: Lab, node: BirdNode, timeout: float = 20) -> None:
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"bird {node.name} exited, see {node.log}")
+            raise Fatal(f"bird {node.name} exited, see {node.log}")
         return "Daemon is up" in node.birdc("show", "status")
 
     wait_until(up, timeout, f"BIRD {node.name} to start", interval=0.01)
