@@ -192,8 +192,8 @@ class Config:
 
 def restart_required(old: Config, new: Config) -> tuple[str, ...]:
     """Key paths whose change a reload cannot apply: the node's identity is in
-    datastore records and BGP sessions, and the state directory, datastore and
-    metrics listener are opened once at start."""
+    datastore records and BGP sessions, and the state directory, datastore,
+    metrics listener and BGP speaker are set up once at start."""
     checks: tuple[tuple[str, object, object], ...] = (
         ("node.name", old.node.name, new.node.name),
         ("node.asn", old.node.asn, new.node.asn),
@@ -203,6 +203,10 @@ def restart_required(old: Config, new: Config) -> tuple[str, ...]:
         ("state_dir", old.state_dir, new.state_dir),
         ("datastore", old.datastore, new.datastore),
         ("metrics", old.metrics, new.metrics),
+        # The speaker process is started once, with these.
+        ("bgp.enabled", old.bgp.enabled, new.bgp.enabled),
+        ("bgp.port", old.bgp.port, new.bgp.port),
+        ("bgp.exabgp", old.bgp.exabgp, new.bgp.exabgp),
     )
     return tuple(path for path, before, after in checks if before != after)
 

@@ -19,6 +19,7 @@ from typing import Any
 SOCKET_ENV = "L3FABRIC_SOCKET"
 DEFAULT_SOCKET = Path("/var/lib/l3fabric/agent.sock")
 MAX_MESSAGE = 64 * 1024 * 1024  # a workload list of a big node still fits
+DEFAULT_TIMEOUT = 120.0
 
 
 class ControlError(Exception):
@@ -74,7 +75,7 @@ def call(
     params: dict[str, Any] | None = None,
     *,
     socket_path: Path | None = None,
-    timeout: float = 60.0,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """Send one request to the agent and return its result."""
     path = socket_path or default_socket_path()
@@ -90,6 +91,10 @@ def call(
         sock.sendall(encode({"method": method, "params": params or {}}))
         try:
             reply = read_message(sock)
+        except TimeoutError:
+            raise ControlError(
+                "timeout", f"no answer from the agent at {path} within {timeout:.0f}s"
+            ) from None
         except (OSError, ValueError) as exc:
             raise AgentUnreachable(path, f"bad reply: {exc}") from None
     finally:

@@ -188,6 +188,19 @@ class Ipam:
             raise IpamError(f"releasing {handle}: its handle record keeps changing")
         return released
 
+    def holder(self, handle: str) -> str | None:
+        """The node that holds addresses for handle, or None if none does."""
+        _check_handle(handle)
+        record = self._read_handle(handle)
+        held = self._held(handle, record) if record else {}
+        if record is not None and held:
+            return record.node
+        for block in self._blocks_holding(handle):
+            for allocation in block.allocations.values():
+                if allocation.handle == handle:
+                    return allocation.node
+        return None
+
     def addresses_of(self, handle: str) -> tuple[IPAddress, ...]:
         _check_handle(handle)
         record = self._read_handle(handle)

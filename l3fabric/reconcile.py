@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 class DesiredState:
     workloads: tuple[Workload, ...] = ()  # the workloads of this node
     learned: Mapping[IPNetwork, Route] = field(default_factory=dict)
+    # After a restart, before the peers have resent their routes: keep the
+    # kernel's learned-looking routes (via a gateway) that nobody claims yet.
+    keep_unknown_learned: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,13 @@ def plan(desired: DesiredState, actual: ActualState) -> list[Op]:
         DeleteRoute(prefix)
         for prefix in sorted(actual.routes, key=_net_key)
         if prefix not in wanted_routes
+        and not (desired.keep_unknown_learned and _via_gateway(actual.routes[prefix]))
     )
     return ops
+
+
+def _via_gateway(route: Route) -> bool:
+    return any(nh.gateway is not None for nh in route.nexthops)
 
 
 def _net_key(net: IPNetwork) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from l3fabric.agent.metrics import Metrics
 from l3fabric.bgp import api
 from l3fabric.bgp.events import (
     BgpEvent,
+    EndOfRibEvent,
     NotificationEvent,
     PeerState,
     PeerStateEvent,
@@ -41,7 +42,7 @@ from l3fabric.bgp.rib import Rib, TearDown
 from l3fabric.config import Config, PeerConfig
 from l3fabric.dataplane import Dataplane
 from l3fabric.dataplane.netstat import md5_counters
-from l3fabric.datastore.base import Datastore, DatastoreError, WatchCompacted
+from l3fabric.datastore.base import Datastore, WatchCompacted
 from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload, host_prefix
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ TEARDOWN_HOLD_DOWN = 60.0
 WATCH_TIMEOUT = 1.0
 # How often to look again for the node's addresses before starting ExaBGP.
 ADDRESS_RETRY = 1.0
+# How long to wait before trying again to start an ExaBGP that failed to start.
+SPEAKER_RETRY = 10.0
 SESSION_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 
 
@@ -103,6 +106,7 @@ class BgpService:
         metrics: Metrics,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        on_synced: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = config
         self._speaker = speaker
@@ -122,6 +126,10 @@ class BgpService:
         self._md5_baseline: dict[str, int] = {}
         self._exported_peers: set[str] = set()
         self._waiting_for_addresses = False
+        self._on_synced = on_synced
+        self._synced = False
+        self._eor_seen: set[IPAddress] = set()
+        self._advertised_count = {4: 0, 6: 0}
         self._exported_reasons: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -132,6 +140,7 @@ class BgpService:
         # registering between the listing and the watch is not missed.
         revision = self._store.revision()
         self._refresh_neighbors()
+        self._check_synced()  # nothing to wait for without peers
         threads = (
             (self._pump_events, "bgp-events", ()),
             (self._watch_nodes, "bgp-nodes", (revision,)),
@@ -140,6 +149,8 @@ class BgpService:
             thread = threading.Thread(target=target, name=name, args=args, daemon=True)
             thread.start()
             self._threads.append(thread)
+        gr = self._config.bgp.graceful_restart
+        self._loop.call_later(gr.restart_time if gr.enabled else 0.0, self._sync_deadline)
         self._start_speaker()
 
     def _start_speaker(self) -> None:
@@ -162,7 +173,36 @@ class BgpService:
         if self._waiting_for_addresses:
             log.info("local addresses present, starting BGP")
         self._waiting_for_addresses = False
-        self._speaker.start()
+        try:
+            self._speaker.start()
+        except Exception as exc:
+            # Readiness says "ExaBGP is not running" meanwhile.
+            log.error("starting ExaBGP failed, retrying in %.0fs: %s", SPEAKER_RETRY, exc)
+            self._loop.call_later(SPEAKER_RETRY, self._start_speaker)
+
+    # -- sync after start: have the peers resent their routes? ----------------------
+
+    def synced(self) -> bool:
+        """True once every peer has sent End-of-RIB since we started, or the
+        graceful-restart time has passed: until then the kernel's learned
+        routes from before a restart are kept rather than deleted."""
+        return self._synced
+
+    def _check_synced(self) -> None:
+        if self._synced:
+            return
+        peers = set(self._neighbors)
+        if peers <= self._eor_seen:
+            self._mark_synced("every peer sent End-of-RIB")
+
+    def _sync_deadline(self) -> None:
+        if not self._synced:
+            self._mark_synced("graceful-restart time passed")
+
+    def _mark_synced(self, why: str) -> None:
+        self._synced = True
+        log.info("bgp routes synced after start", extra={"why": why})
+        self._on_synced()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -172,7 +212,10 @@ class BgpService:
 
     def reconfigure(self, config: Config) -> None:
         self._config = config
-        self._rib.set_policy(self._policy(config, self._rib.policy.local_addresses))
+        current = self._rib.policy
+        policy = self._policy(config, current.local_addresses)
+        policy = policy.with_local_addresses(current.local_addresses, current.borrowed_addresses)
+        self._run_actions(self._rib.set_policy(policy))
         self._refresh_neighbors()
 
     # -- what we announce --------------------------------------------------------------
@@ -203,21 +246,30 @@ class BgpService:
         if self._config.bgp.advertise == "blocks":
             self.set_advertisements(workloads(), blocks())
             return
-        wanted = dict(self._advertised)
-        if removed is not None:
-            self._local.difference_update(removed.addresses)
-            for address in removed.addresses:
-                wanted.pop(host_prefix(address), None)
-        if added is not None:
-            self._local.update(added.addresses)
-            wanted.update(self._wanted_advertisements([added], ()))
-        self._rib.set_local_addresses(self._local)
-        self._update_advertisements(wanted)
+        gone = set(removed.addresses) if removed else set()
+        new = set(added.addresses) if added else set()
+        self._local = (self._local - gone) | new
+        self._rib.change_local_addresses(new, gone - new)
+        changed = self._wanted_advertisements([added], ()) if added else {}
+        withdrawn = [host_prefix(a) for a in gone if host_prefix(a) not in changed]
+        self._apply_advertisements(withdrawn, changed)
 
     def _update_advertisements(self, wanted: dict[IPNetwork, IPAddress]) -> None:
         removed = [p for p in self._advertised if p not in wanted]
         changed = {p: nh for p, nh in wanted.items() if self._advertised.get(p) != nh}
-        self._advertised = wanted
+        self._apply_advertisements(removed, changed)
+
+    def _apply_advertisements(
+        self, removed: Sequence[IPNetwork], changed: dict[IPNetwork, IPAddress]
+    ) -> None:
+        """Send only the difference; keep the advertised set and its counts."""
+        for prefix in removed:
+            if self._advertised.pop(prefix, None) is not None:
+                self._advertised_count[prefix.version] -= 1
+        for prefix, nh in changed.items():
+            if prefix not in self._advertised:
+                self._advertised_count[prefix.version] += 1
+            self._advertised[prefix] = nh
         lines: list[str] = []
         for version in (4, 6):
             peers = self._peers_of(version)
@@ -314,7 +366,13 @@ class BgpService:
                     if peer_addr is None or local is None:
                         continue
                     name = f"mesh-{record.name}-v{peer_addr.version}"
-                    wanted[peer_addr] = self._neighbor(peer_addr, record.asn, local, name, "mesh")
+                    try:
+                        wanted[peer_addr] = self._neighbor(
+                            peer_addr, record.asn, local, name, "mesh"
+                        )
+                    except ValueError as exc:
+                        # One bad record must not take the whole mesh down.
+                        log.error("ignoring node %s for the mesh: %s", record.name, exc)
         for peer in cfg.bgp.peers:
             local = peer.local_address or (
                 cfg.node.ipv4 if peer.address.version == 4 else cfg.node.ipv6
@@ -340,7 +398,7 @@ class BgpService:
                 self._set_state(self._neighbors[address], "Idle", "", now)
             else:
                 current.spec, current.info = spec, info
-        self._rib.set_peers([n.info for n in self._neighbors.values()])
+        self._run_actions(self._rib.set_peers([n.info for n in self._neighbors.values()]))
         active = [n.spec for n in self._neighbors.values() if n.held_down_until <= now]
         if self._speaker.set_neighbors(active):
             log.info(
@@ -390,7 +448,7 @@ class BgpService:
         for kv in self._store.list(f"{self._config.datastore.prefix}/nodes/"):
             try:
                 records.append(NodeRecord.from_dict(json.loads(kv.value)))
-            except (ValueError, KeyError, AssertionError) as exc:
+            except (ValueError, KeyError, AssertionError, TypeError) as exc:
                 log.warning("ignoring bad node record %s: %s", kv.key, exc)
         return records
 
@@ -404,8 +462,9 @@ class BgpService:
             except WatchCompacted:
                 # History is gone: relist everything, which refresh does.
                 revision, changed = self._store.revision(), True
-            except DatastoreError as exc:
-                log.warning("node watch failed: %s", exc)
+            except Exception as exc:
+                # Never die silently: mesh membership would freeze.
+                log.warning("node watch failed, retrying: %s", exc)
                 self._stopping.wait(WATCH_TIMEOUT)
                 continue
             if changed and self._config.bgp.mesh:
@@ -439,11 +498,18 @@ class BgpService:
                     peer.status.info = f"notification {event.direction}: {event.message}"
             elif isinstance(event, UpdateEvent):
                 self._metrics.bgp_updates_received.labels(str(event.peer)).inc()
-            for action in self._rib.apply(event, now):
-                if isinstance(action, TearDown):
-                    self._tear_down(action, now)
+            elif isinstance(event, EndOfRibEvent):
+                self._eor_seen.add(event.peer)
+            self._run_actions(self._rib.apply(event, now))
         self._program_learned()
         self._schedule_expiry()
+        self._check_synced()
+
+    def _run_actions(self, actions: Sequence[TearDown]) -> None:
+        now = self._clock()
+        for action in actions:
+            if isinstance(action, TearDown):
+                self._tear_down(action, now)
 
     def _on_peer_state(self, event: PeerStateEvent, now: float) -> None:
         neighbor = self._neighbors.get(event.peer)
@@ -522,8 +588,15 @@ class BgpService:
         changes = self._rib.take_changes()
         if not changes:
             return
+        # A local workload's host route owns its prefix: a learned path for it
+        # coming or going (rejected once the workload is local) must not
+        # replace or delete the local route.
+        replace = [r for r in changes.replace if not self._is_local(r.prefix)]
+        delete = [p for p in changes.delete if not self._is_local(p)]
+        if not replace and not delete:
+            return
         started = self._clock()
-        failures = self._dataplane.program(changes.replace, changes.delete)
+        failures = self._dataplane.program(replace, delete)
         self._metrics.program_batch_seconds.observe(self._clock() - started)
         for failure in failures:
             log.warning(
@@ -535,6 +608,12 @@ class BgpService:
             # of its desired state.
             self._metrics.reconcile_errors.inc(len(failures))
 
+    def _is_local(self, prefix: IPNetwork) -> bool:
+        return prefix.prefixlen == prefix.max_prefixlen and prefix.network_address in self._local
+
+    def is_peer(self, address: IPAddress) -> bool:
+        return address in self._neighbors
+
     def learned_routes(self) -> dict[IPNetwork, Route]:
         return self._rib.best_routes()
 
@@ -542,8 +621,7 @@ class BgpService:
 
     def _update_advertised_counts(self) -> None:
         for neighbor in self._neighbors.values():
-            count = sum(1 for p in self._advertised if p.version == neighbor.status.address.version)
-            neighbor.status.advertised = count
+            neighbor.status.advertised = self._advertised_count[neighbor.status.address.version]
 
     def peer_table(self) -> list[dict[str, Any]]:
         now = self._clock()

@@ -6,6 +6,7 @@ only set flags; the loop acts on them between work items.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from l3fabric.agent.workloads import WorkloadManager
 from l3fabric.bgp.exabgp import ExabgpSpeaker
 from l3fabric.config import Config, ConfigError, load_config, restart_required
 from l3fabric.dataplane import Dataplane
+from l3fabric.dataplane.netns import netns_present
 from l3fabric.datastore.base import Datastore
 from l3fabric.ipam import Ipam
 from l3fabric.model import NodeRecord, RouteKind, Workload
@@ -39,6 +41,8 @@ RETRY_AFTER_ERROR = 1.0
 READINESS_GRACE = 60.0
 # How often per-peer gauges are refreshed from the BGP state.
 METRICS_INTERVAL = 2.0
+# How long an HTTP readiness probe waits for the work loop.
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Agent:
                 metrics=metrics,
                 clock=clock,
                 wall_clock=wall_clock,
+                on_synced=lambda: self._loop.submit(self.reconcile),
             )
 
     # -- construction helpers (no I/O) --------------------------------------
@@ -126,10 +131,13 @@ class Agent:
     def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # The socket first: a second agent for the same node must stop here,
+        # before it touches the node record, the sysctls or the kernel.
+        control = ControlServer(cfg.socket_path, self._loop, self._handlers())
+        control.start()
+        self._control = control
         self._register_node()
         self._dataplane.ensure_sysctls()
-        self._control = ControlServer(cfg.socket_path, self._loop, self._handlers())
-        self._control.start()
         self._metrics.config_last_reload.set(self._wall_clock())
         if cfg.metrics.enabled:
             self._http = HealthServer(
@@ -137,7 +145,7 @@ class Agent:
                 cfg.metrics.listen_port,
                 self._metrics.registry,
                 self.liveness,
-                self.readiness,
+                self._readiness_from_http,
             )
             self._http.start()
         self.reconcile()
@@ -179,7 +187,11 @@ class Agent:
     def _between(self) -> None:
         if self._flags.reload:
             self._flags.reload = False
-            self.reload()
+            try:
+                self.reload()
+            except Exception:
+                self._metrics.config_reload_errors.inc()
+                log.exception("config reload failed half-way; run `l3fabric reconcile` or restart")
 
     def _register_node(self) -> None:
         node = self.config.node
@@ -207,11 +219,11 @@ class Agent:
                 "config reload rejected, keeping the running config", extra={"errors": exc.errors}
             )
             return False
+        if self.bgp is not None:
+            self.bgp.reconfigure(new)  # the part that can fail: before anything is swapped
         self.config = new
         self.ipam = self._make_ipam(new)
         self.workloads = self._make_workloads(new)
-        if self.bgp is not None:
-            self.bgp.reconfigure(new)
         logs.setup(new.log.level, new.log.format)
         self._metrics.config_last_reload.set(self._wall_clock())
         log.info("config reloaded", extra={"source": new.source})
@@ -233,10 +245,13 @@ class Agent:
         actual = ActualState(
             links=frozenset(self._dataplane.owned_links()),
             routes={r.prefix: r for r in self._dataplane.dump_routes()},
-            present_netns=frozenset(w.netns for w in workloads if os.path.exists(w.netns)),
+            present_netns=frozenset(w.netns for w in workloads if netns_present(w.netns)),
         )
         learned = self.bgp.learned_routes() if self.bgp is not None else {}
-        ops = plan(DesiredState(workloads, learned), actual)
+        # Until the peers have resent their routes after a restart, the
+        # kernel's learned routes are better than none: keep them.
+        keep_learned = self.bgp is not None and not self.bgp.synced()
+        ops = plan(DesiredState(workloads, learned, keep_unknown_learned=keep_learned), actual)
         result = apply(ops, self._dataplane)
         duration = self._clock() - started
         self._metrics.reconcile_duration.observe(duration)
@@ -315,6 +330,15 @@ class Agent:
             return False, f"work loop stalled for {stalled:.0f}s"
         return True, "ok"
 
+    def _readiness_from_http(self) -> tuple[bool, str]:
+        """Readiness reads the loop's state, so it is computed on the loop."""
+        try:
+            return self._loop.call(self.readiness, timeout=PROBE_TIMEOUT)
+        except TimeoutError:
+            return False, f"work loop did not answer within {PROBE_TIMEOUT:.0f}s"
+        except RuntimeError as exc:
+            return False, str(exc)
+
     def readiness(self) -> tuple[bool, str]:
         """calico-node's rule for BIRD: within a grace period after start all
         configured peers must be Established; after it, at least one."""
@@ -364,14 +388,15 @@ class Agent:
                 self._dataplane.dump_routes(),
                 key=lambda r: (r.family, int(r.prefix.network_address), r.prefix.prefixlen),
             )
-            learned = self.bgp.learned_routes() if self.bgp is not None else {}
             return {
                 "view": view,
                 "routes": [
                     {
                         "prefix": str(r.prefix),
                         "nexthops": [str(nh) for nh in r.nexthops],
-                        "kind": "learned" if r.prefix in learned else "local",
+                        "kind": "local"
+                        if all(nh.gateway is None for nh in r.nexthops)
+                        else "learned",
                     }
                     for r in routes
                 ],
@@ -385,9 +410,12 @@ class Agent:
             if peer is not None and not isinstance(peer, str):
                 raise RequestError("invalid", "peer must be an address")
             try:
-                return {"view": view, "routes": self.bgp.received(peer)}
+                address = ipaddress.ip_address(peer) if peer is not None else None
             except ValueError:
                 raise RequestError("invalid", f"--peer {peer!r} is not an IP address") from None
+            if address is not None and not self.bgp.is_peer(address):
+                raise RequestError("not-found", f"--peer {peer} is not a configured BGP peer")
+            return {"view": view, "routes": self.bgp.received(peer)}
         raise RequestError("invalid", f"unknown routes view {view!r}")
 
     def _workload_add(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +436,10 @@ class Agent:
             node, _, name = kv.key[len(prefix) + len("/workloads/") :].partition("/")
             live.setdefault(node, set()).add(name)
         nodes = {kv.key.rsplit("/", 1)[-1] for kv in self._store.list(f"{prefix}/nodes/")}
-        return self.ipam.check(live, nodes, repair=bool(params.get("repair")))
+        repair = params.get("repair", False)
+        if not isinstance(repair, bool):
+            raise RequestError("invalid", "repair must be true or false")
+        return self.ipam.check(live, nodes, repair=repair)
 
     def status(self) -> dict[str, Any]:
         cfg = self.config

@@ -91,8 +91,9 @@ class WorkLoop:
             _due, _seq, fn = heapq.heappop(self._timers)
             self._run(fn, None)
 
-    @staticmethod
-    def _run(fn: Callable[[], Any], future: Future[Any] | None) -> None:
+    def _run(self, fn: Callable[[], Any], future: Future[Any] | None) -> None:
+        # Per item, not per batch: a long queue of work is progress, not a stall.
+        self.last_iteration = self._clock()
         if future is not None and not future.set_running_or_notify_cancel():
             return
         try:

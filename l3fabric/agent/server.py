@@ -17,7 +17,9 @@ from l3fabric.control import encode, read_message
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
-REQUEST_TIMEOUT = 300.0
+# Shorter than the client's wait (control.DEFAULT_TIMEOUT), so a slow request
+# is answered with an error rather than abandoned by the client.
+REQUEST_TIMEOUT = 100.0
 
 
 class RequestError(Exception):
@@ -41,6 +43,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._bound: tuple[int, int] | None = None  # (dev, inode) of the socket we made
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,8 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self._path, 0o600)
+        st = os.stat(self._path)
+        self._bound = (st.st_dev, st.st_ino)
         sock.listen(64)
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
@@ -67,8 +72,11 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
+        # Only the socket file we bound: never another agent's.
         with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
+            st = os.stat(self._path)
+            if self._bound == (st.st_dev, st.st_ino):
+                self._path.unlink()
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -101,6 +109,14 @@ class ControlServer:
             return {"error": {"code": "bad-request", "message": "params must be an object"}}
         try:
             result = self._loop.call(lambda: handler(params), timeout=REQUEST_TIMEOUT)
+        except TimeoutError:
+            return {
+                "error": {
+                    "code": "timeout",
+                    "message": f"the agent was busy for {REQUEST_TIMEOUT:.0f}s; {method} may "
+                    "still happen: check before retrying",
+                }
+            }
         except RequestError as exc:
             return {"error": {"code": exc.code, "message": exc.message}}
         except Exception as exc:

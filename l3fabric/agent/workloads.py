@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from l3fabric.agent.server import RequestError
 from l3fabric.dataplane import Dataplane, DataplaneError, NetnsNotFound, resolve_netns
+from l3fabric.dataplane.netns import same_netns
 from l3fabric.datastore.base import Datastore, VersionConflict
 from l3fabric.ipam import Ipam, IpamError
 from l3fabric.model import IPAddress, Workload, valid_name
@@ -56,6 +57,10 @@ class WorkloadManager:
             netns_path = resolve_netns(netns)
         except NetnsNotFound as exc:
             raise RequestError("invalid", str(exc)) from None
+        if same_netns(netns_path, "/proc/self/ns/net"):
+            raise RequestError(
+                "invalid", f"--netns {netns} is the node's own network namespace, not a workload's"
+            )
         wanted = _parse_addresses(requested)
 
         existing = self.get(name)
@@ -71,9 +76,16 @@ class WorkloadManager:
                     + ", ".join(map(str, existing.addresses)),
                 )
             # A retry of an add that succeeded: make sure the wiring is there.
-            self._wire(existing, release_on_failure=False)
+            self._wire(existing)
             return existing
 
+        # Workload names are the IPAM handles, so they are unique in the fabric.
+        holder = self._ipam.holder(name)
+        if holder is not None and holder != self._node:
+            raise RequestError(
+                "conflict",
+                f"workload name {name} is in use on node {holder}: names are fabric-wide",
+            )
         try:
             addresses = self._ipam.assign(name, wanted)
         except IpamError as exc:
@@ -82,9 +94,18 @@ class WorkloadManager:
         try:
             self._store.put(self.key(name), _encode(workload), expect_version=0)
         except VersionConflict:
-            self._ipam.release(name)
+            self._undo(workload, record=False)
             raise RequestError("conflict", f"workload {name} was added concurrently") from None
-        self._wire(workload, release_on_failure=True)
+        except Exception:
+            self._undo(workload, record=False)
+            raise
+        try:
+            self._wire(workload)
+        except BaseException:
+            # No record existed before this add (a retry of a successful add
+            # takes the branch above), so all of it is ours to undo.
+            self._undo(workload, record=True)
+            raise
         log.info(
             "workload added", extra={"workload": name, "addresses": workload.to_dict()["addresses"]}
         )
@@ -100,25 +121,34 @@ class WorkloadManager:
         except DataplaneError as exc:
             # The record stays, so the reconciler or a retry finishes the job.
             raise RequestError("dataplane", f"detaching {name}: {exc}") from None
-        self._store.delete(self.key(name))
+        # Addresses first: a retry after a failure here still finds the record
+        # and releases again (release is idempotent); the other order leaks.
         self._ipam.release(name)
+        self._store.delete(self.key(name))
         log.info("workload deleted", extra={"workload": name})
         self._on_change(None, workload)
         return workload
 
-    def _wire(self, workload: Workload, *, release_on_failure: bool) -> None:
+    def _wire(self, workload: Workload) -> None:
         try:
             self._dataplane.attach(workload)
-        except (DataplaneError, OSError) as exc:
-            if release_on_failure:
-                # No record existed before this add (a retry of a successful
-                # add takes the other path), so all of it is ours to undo.
-                try:
-                    self._dataplane.detach(workload.host_iface)
-                finally:
-                    self._store.delete(self.key(workload.name))
-                    self._ipam.release(workload.name)
+        except (DataplaneError, OSError, ValueError) as exc:
             raise RequestError("dataplane", f"wiring {workload.name}: {exc}") from None
+
+    def _undo(self, workload: Workload, *, record: bool) -> None:
+        """Give back what a failed add took; each step on its own, so one
+        failing does not skip the others."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("detach", lambda: self._dataplane.detach(workload.host_iface)),
+            ("release addresses", lambda: self._ipam.release(workload.name)),
+        ]
+        if record:
+            steps.append(("delete record", lambda: self._store.delete(self.key(workload.name))))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("undoing a failed add of %s: %s failed", workload.name, what)
 
 
 def _encode(workload: Workload) -> bytes:

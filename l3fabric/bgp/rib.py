@@ -185,6 +185,17 @@ class Rib:
             for holder in list(self._by_prefix.get(prefix, {})):
                 self._rejudge(holder, [prefix])
 
+    def change_local_addresses(
+        self, added: Iterable[IPAddress], removed: Iterable[IPAddress]
+    ) -> None:
+        """set_local_addresses for one workload's worth of change, in time
+        proportional to the change."""
+        plus, minus = set(added), set(removed)
+        self._policy = self._policy.with_local_delta(plus, minus)
+        for prefix in self._covering_prefixes(plus | minus):
+            for holder in list(self._by_prefix.get(prefix, {})):
+                self._rejudge(holder, [prefix])
+
     def reset_peer(self, peer: IPAddress) -> None:
         """Allow a torn-down peer again (the agent re-enables its session)."""
         state = self._peer(peer)

@@ -108,3 +108,23 @@ def netlink_socket_in(path: str) -> socket.socket:
     return run_in_netns(
         path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
     )
+
+
+def same_netns(a: str, b: str) -> bool:
+    """Whether two namespace files name the same network namespace (the
+    same nsfs inode), e.g. a workload's netns and the node's own."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def netns_present(path: str) -> bool:
+    """Whether path still names a live network namespace (a leftover file
+    under /run/netns whose mount is gone does not)."""
+    try:
+        resolve_netns(path)
+    except DataplaneError:
+        return False
+    return True

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,6 +291,10 @@ def exec_in_node(lab: Lab, node_name: str, argv: list[str]) -> int:
     if holder is None or not holder.alive:
         raise LabError(f"node {node_name} of lab {lab.name} is not running")
     env = {**os.environ, **dict(node.env)}
+    # Inside a node, `l3fabric ...` is the same l3fabric that runs the lab
+    # (its venv need not be on the caller's PATH), as in the node image.
+    here = os.path.dirname(sys.executable)
+    env["PATH"] = here + os.pathsep + env.get("PATH", os.defpath)
     return subprocess.run(in_node(holder.pid, argv), env=env).returncode
 
 

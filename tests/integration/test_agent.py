@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentlab import AgentNode, make_node, start_agent
+from tests.integration.agentlab import L3FABRIC, AgentNode, make_node, start_agent
 from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = pytest.mark.integration
@@ -129,3 +129,17 @@ def test_sighup_with_bad_config_keeps_running(node: AgentNode) -> None:
     )
     assert node.cli("status").returncode == 0
     node.config_path.write_text(good)
+
+
+def test_a_second_agent_for_the_node_refuses_and_leaves_the_first_alone(
+    node: AgentNode, procs: Processes
+) -> None:
+    second = procs.start(
+        [*L3FABRIC, "agent", "--config", str(node.config_path)],
+        netns=node.netns,
+        log_path=str(node.log_path) + ".second",
+    )
+    assert second.wait(timeout=20) != 0
+    assert "another agent is serving" in Path(str(node.log_path) + ".second").read_text()
+    assert node.socket.exists()
+    assert node.cli("status").returncode == 0

@@ -130,12 +130,19 @@ def test_agent_restart_keeps_routes_on_peer(
     never withdraws them from its kernel (a sends End-of-RIB only after it
     has replayed its routes)."""
     a, b = mesh
-    wa = netns.add("wa")
+    wa, wb = netns.add("wa"), netns.add("wb")
     v4a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"][0]
+    v4b = b.cli_json("workload", "add", "wb", "--netns", wb)["addresses"][0]
     wait_for(lambda: learned(b.netns, v4a), timeout=10, what="learned")
+    wait_for(lambda: learned(a.netns, v4b), timeout=10, what="learned on a")
     monitor_log = tmp_path / "monitor.log"
     monitor = procs.start(
         ["ip", "-4", "monitor", "route"], netns=b.netns, log_path=str(monitor_log)
+    )
+    # a's own kernel must keep b's route through a's restart too.
+    monitor_a_log = tmp_path / "monitor-a.log"
+    monitor_a = procs.start(
+        ["ip", "-4", "monitor", "route"], netns=a.netns, log_path=str(monitor_a_log)
     )
     assert a.proc is not None
     a.proc.send_signal(signal.SIGTERM)
@@ -160,7 +167,13 @@ def test_agent_restart_keeps_routes_on_peer(
         timeout=30,
         what="a's route refreshed on b after a's End-of-RIB",
     )
+    wait_for(lambda: a.status()["state"] == "ready", timeout=30, what="a ready again")
+    a.cli("reconcile")  # a pass after the restart must not drop b's route either
     Processes.stop(monitor)
+    Processes.stop(monitor_a)
     events = [line for line in monitor_log.read_text().splitlines() if v4a in line.split()]
     assert not [e for e in events if e.startswith("Deleted")], events
     assert learned(b.netns, v4a)
+    events_a = [line for line in monitor_a_log.read_text().splitlines() if v4b in line.split()]
+    assert not [e for e in events_a if e.startswith("Deleted")], events_a
+    assert learned(a.netns, v4b)

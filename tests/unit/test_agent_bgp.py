@@ -189,3 +189,69 @@ def test_speaker_waits_for_the_node_addresses(service: Harness) -> None:
     turns = iter(range(50))  # bounded: a bug must fail the test, not hang it
     loop.run(lambda: not speaker.started and next(turns, None) is not None, lambda: None)
     assert speaker.started
+
+
+def test_a_workload_added_over_a_learned_route_keeps_its_host_route(service: Harness) -> None:
+    """The peer's path for the address is rejected once it is local; that must
+    not delete the prefix, which is now the local workload's route."""
+    svc, _speaker, dataplane, _loop, _clock = service
+    svc.start()
+    svc.handle_events(
+        [
+            PeerStateEvent(PEER, PeerState.UP),
+            UpdateEvent(PEER, ((net("100.64.0.9/32"), PathAttributes(next_hop=PEER)),)),
+        ]
+    )
+    assert net("100.64.0.9/32") in dataplane.routes
+    deletes: list[IPNetwork] = []
+    original = dataplane.program
+
+    def spy(replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[object]:
+        deletes.extend(delete)
+        return original(replace, delete)
+
+    dataplane.program = spy  # type: ignore[method-assign]
+    wl = workload("moved-here", "100.64.0.9")
+    svc.workload_changed(wl, None, lambda: [wl], lambda: [])
+    assert deletes == []
+    received = svc.received("198.18.0.2")
+    assert [r["reason"] for r in received] == ["covers-local-workload"]
+
+
+def test_a_bad_node_record_does_not_take_the_mesh_down(service: Harness, tmp_path: Path) -> None:
+    svc, speaker, *_ = service
+    store = FileDatastore(tmp_path / "store")
+    odd = NodeRecord("node3", 65000, ipaddress.IPv4Address("198.18.0.3"))  # another AS
+    store.put("/l3fabric/nodes/node3", json.dumps(odd.to_dict()).encode())
+    store.put("/l3fabric/nodes/node4", b'["not", "a", "record"]')
+    svc.start()
+    assert [str(n.peer_address) for n in speaker.neighbors] == ["198.18.0.2"]
+
+
+def test_lowering_max_prefixes_on_reload_tears_the_session_down(
+    service: Harness, tmp_path: Path
+) -> None:
+    svc, speaker, dataplane, _loop, _clock = service
+    svc.start()
+    attrs = PathAttributes(next_hop=PEER)
+    routes = tuple((net(f"100.64.1.{i}/32"), attrs) for i in range(5))
+    svc.handle_events([PeerStateEvent(PEER, PeerState.UP), UpdateEvent(PEER, routes)])
+    assert len(dataplane.routes) == 5
+    svc.reconfigure(
+        parse_config(
+            {
+                "node": {"name": "node1", "asn": 64512, "addresses": {"ipv4": "198.18.0.1"}},
+                "pools": [{"cidr": "100.64.0.0/16"}],
+                "state_dir": str(tmp_path / "state"),
+                "datastore": {"type": "file", "path": str(tmp_path / "store")},
+                "bgp": {
+                    "graceful_restart": {"enabled": False},
+                    "import_policy": {"max_prefixes": 3},
+                },
+            }
+        )
+    )
+    row = svc.peer_table()[0]
+    assert row["state"] == "Idle" and "max-prefix" in row["info"]
+    assert dataplane.routes == {}
+    assert speaker.neighbors == []  # left out of ExaBGP's config while held down
