@@ -135,6 +135,13 @@ class BgpService:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
+        bgp = self._config.bgp
+        if bgp.hold_time and bgp.keepalive != bgp.hold_time // 3:
+            log.warning(
+                "bgp.keepalive %ds is not used: ExaBGP sends keepalives every hold_time/3 (%ds)",
+                bgp.keepalive,
+                bgp.hold_time // 3,
+            )
         self._md5_baseline = md5_counters()
         # Watch from the revision the first listing saw, so that a node
         # registering between the listing and the watch is not missed.

@@ -235,6 +235,23 @@ class ExabgpSpeaker:
             if self._started:
                 raise RuntimeError("speaker already started")
             self._started = True
+        try:
+            self._preflight()
+        except BaseException:
+            with self._lock:
+                self._started = False  # nothing started: a later start() may try again
+            raise
+        self._stop_stale_child()
+        self._server.start()
+        with self._lock:
+            self._write_config(self._render(self._neighbors))
+            self._spawn()
+        self._watchdog_thread = threading.Thread(target=self._watchdog, name="exabgp-watchdog")
+        self._watchdog_thread.daemon = True
+        self._watchdog_thread.start()
+
+    def _preflight(self) -> None:
+        """Checks that can fail before anything runs."""
         self._command = self._command or default_command()
         version = exabgp_version(self._command)
         if version < MIN_EXABGP:
@@ -245,14 +262,6 @@ class ExabgpSpeaker:
         if len(str(self.socket_path)) > _UNIX_PATH_MAX:
             raise ValueError(f"workdir {self.workdir} is too long for a unix socket path")
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._stop_stale_child()
-        self._server.start()
-        with self._lock:
-            self._write_config(self._render(self._neighbors))
-            self._spawn()
-        self._watchdog_thread = threading.Thread(target=self._watchdog, name="exabgp-watchdog")
-        self._watchdog_thread.daemon = True
-        self._watchdog_thread.start()
 
     def set_neighbors(self, neighbors: Iterable[NeighborSpec]) -> bool:
         """Rewrite the configuration and reload ExaBGP if it changed.
