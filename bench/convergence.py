@@ -514,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     # The route recorder thread must get the GIL soon after its netlink read.
     sys.setswitchinterval(0.0005)
     workdir = Path(tempfile.mkdtemp(prefix="l3fconv"))
