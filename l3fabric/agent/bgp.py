@@ -130,6 +130,10 @@ class BgpService:
         self._synced = False
         self._eor_seen: set[IPAddress] = set()
         self._advertised_count = {4: 0, 6: 0}
+        # The neighbour definition ExaBGP had when we last replayed to it: while
+        # that stands, ExaBGP itself resends our routes when the session
+        # returns, and the replay would only double its work.
+        self._replayed: dict[IPAddress, NeighborSpec] = {}
         self._exported_reasons: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -394,6 +398,7 @@ class BgpService:
         for address in list(self._neighbors):
             if address not in wanted:
                 del self._neighbors[address]
+                self._replayed.pop(address, None)
         for address, (spec, info, kind) in wanted.items():
             current = self._neighbors.get(address)
             if current is None:
@@ -493,8 +498,10 @@ class BgpService:
             if isinstance(event, SpeakerRestarted):
                 if event.generation > 1:
                     self._metrics.exabgp_restarts.inc()
-                # Every session died with the old process; each replay
-                # happens when its session comes up again.
+                # Every session died with the old process, and with it
+                # everything we announced; each replay happens when its
+                # session comes up again.
+                self._replayed.clear()
                 for each in self._neighbors.values():
                     self._set_state(each, "Active", "speaker restarted", now)
             elif isinstance(event, PeerStateEvent):
@@ -526,7 +533,11 @@ class BgpService:
             return  # we took it down; keep saying why
         if event.state is PeerState.UP:
             self._set_state(neighbor, "Established", "", now)
-            self._replay([event.peer])
+            if self._replayed.get(event.peer) == neighbor.spec:
+                self._send([api.eor([event.peer], event.peer.version)])
+            else:
+                self._replay([event.peer])
+                self._replayed[event.peer] = neighbor.spec
         elif event.state is PeerState.CONNECTED:
             self._set_state(neighbor, "OpenSent", "", now)
         else:
@@ -557,6 +568,7 @@ class BgpService:
         )
         self._metrics.bgp_max_prefix_teardowns.labels(str(action.peer)).inc()
         neighbor.held_down_until = now + TEARDOWN_HOLD_DOWN
+        self._replayed.pop(action.peer, None)
         self._set_state(
             neighbor, "Idle", f"{action.reason}; held down {TEARDOWN_HOLD_DOWN:.0f}s", now
         )

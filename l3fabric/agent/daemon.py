@@ -478,5 +478,7 @@ def _exabgp_speaker(config: Config) -> Speaker:
         local_as=config.node.asn,
         command=config.bgp.exabgp.command if config.bgp.exabgp.command != "exabgp" else None,
         port=config.bgp.port,
-        log_level="DEBUG" if config.log.level == "debug" else "INFO",
+        # ExaBGP logs a line per route at INFO: at 10k routes that is most of
+        # its work. Only an agent debugging its own logs gets them.
+        log_level="INFO" if config.log.level == "debug" else "WARNING",
     )

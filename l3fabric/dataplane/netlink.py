@@ -241,7 +241,7 @@ class NetlinkDataplane:
         wanted = workload_routes(workload)
         keep = {route.prefix for route in wanted}
         stale = [prefix for prefix in self._routes_via(index) if prefix not in keep]
-        failures = self._routes.program(wanted, stale)
+        failures = self._routes.program(wanted, stale, links={workload.host_iface: index})
         if failures:
             raise DataplaneError(
                 f"host routes for {workload.name}: " + "; ".join(str(f) for f in failures)

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from l3fabric.dataplane import codec
 from l3fabric.dataplane.base import DataplaneError, RouteFailure
@@ -199,8 +199,18 @@ class RouteSocket:
 
     # -- programming --------------------------------------------------------
 
-    def program(self, replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[RouteFailure]:
-        """Deletes are sent before replaces, so a prefix in both ends up installed."""
+    def program(
+        self,
+        replace: Sequence[Route],
+        delete: Sequence[IPNetwork],
+        *,
+        links: Mapping[str, int] | None = None,
+    ) -> list[RouteFailure]:
+        """Deletes are sent before replaces, so a prefix in both ends up installed.
+
+        `links` (name -> ifindex) spares a dump of every link when the caller
+        knows the interfaces its routes use: a node with 10k workload veths
+        takes seconds to dump them, which must not happen per workload."""
         failures: list[RouteFailure] = []
         ops: list[tuple[IPNetwork, str]] = []
         messages: list[bytes] = []
@@ -213,7 +223,8 @@ class RouteSocket:
             messages.append(encoder.delete(seq, family, dst, prefix.prefixlen))
             ops.append((prefix, "delete"))
         if replace:
-            links = self.links() if any(_needs_links(r) for r in replace) else {}
+            if links is None:
+                links = self.links() if any(_needs_links(r) for r in replace) else {}
             # Routes share a few next-hop sets; each is resolved and encoded once.
             shapes: dict[_ShapeKey, _Shape] = {}
             for route in replace:
@@ -232,7 +243,7 @@ class RouteSocket:
         return failures
 
     def _encode_replace(
-        self, seq: int, route: Route, links: dict[str, int], shapes: dict[_ShapeKey, _Shape]
+        self, seq: int, route: Route, links: Mapping[str, int], shapes: dict[_ShapeKey, _Shape]
     ) -> bytes | _Unencodable:
         prefix = route.prefix
         key = (prefix.version, route.nexthops)
@@ -331,7 +342,7 @@ _ShapeKey = tuple[int, tuple[NextHop, ...]]
 _Shape = codec.RawNextHop | bytes | _Unencodable
 
 
-def _shape(prefix: IPNetwork, nexthops: tuple[NextHop, ...], links: dict[str, int]) -> _Shape:
+def _shape(prefix: IPNetwork, nexthops: tuple[NextHop, ...], links: Mapping[str, int]) -> _Shape:
     try:
         hops = tuple(_raw_nexthop(prefix, hop, links) for hop in nexthops)
     except _Unencodable as exc:
@@ -343,7 +354,7 @@ def _needs_links(route: Route) -> bool:
     return any(hop.ifname is not None for hop in route.nexthops)
 
 
-def _raw_nexthop(prefix: IPNetwork, hop: NextHop, links: dict[str, int]) -> codec.RawNextHop:
+def _raw_nexthop(prefix: IPNetwork, hop: NextHop, links: Mapping[str, int]) -> codec.RawNextHop:
     ifindex = 0
     if hop.ifname is not None:
         found = links.get(hop.ifname)

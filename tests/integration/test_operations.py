@@ -119,6 +119,19 @@ def test_peer_table_counts_and_state_changes(fabric: list[AgentNode]) -> None:
     )
     assert metric("l3fabric_bgp_session_flaps_total", 'peer="198.18.0.2"') == 1.0
 
+    # Link back: the sessions return and each side has the other's routes
+    # again (ExaBGP resends what it holds for a configured neighbour; the
+    # agent adds its End-of-RIB).
+    ns_run(n2.netns, ["ip", "link", "set", "eth1", "up"])
+    for node, peer, count in ((n1, "198.18.0.2", WORKLOADS[2]), (n2, "198.18.0.1", WORKLOADS[1])):
+        wait_for(
+            lambda n=node, p=peer, c=count: (
+                peer_row(n, p)["state"] == "Established" and peer_row(n, p)["received"] == c
+            ),
+            timeout=60,
+            what=f"{node.name}: session to {peer} back with {count} routes",
+        )
+
 
 def test_json_outputs_carry_documented_fields(fabric: list[AgentNode]) -> None:
     n1, _ = fabric

@@ -255,3 +255,23 @@ def test_lowering_max_prefixes_on_reload_tears_the_session_down(
     assert row["state"] == "Idle" and "max-prefix" in row["info"]
     assert dataplane.routes == {}
     assert speaker.neighbors == []  # left out of ExaBGP's config while held down
+
+
+def test_a_session_flap_gets_only_end_of_rib_until_exabgp_restarts(service: Harness) -> None:
+    """ExaBGP keeps what it was told for a configured neighbour and resends it
+    when the session returns; after ExaBGP restarts, the agent replays."""
+    svc, speaker, *_ = service
+    svc.start()
+    svc.set_advertisements([workload("a", "100.64.0.1")])
+    svc.handle_events([PeerStateEvent(PEER, PeerState.UP)])
+    speaker.sent.clear()
+    svc.handle_events(
+        [PeerStateEvent(PEER, PeerState.DOWN, "reset"), PeerStateEvent(PEER, PeerState.UP)]
+    )
+    assert speaker.sent == ["neighbor 198.18.0.2 announce eor ipv4 unicast"]
+    speaker.sent.clear()
+    svc.handle_events([SpeakerRestarted(2), PeerStateEvent(PEER, PeerState.UP)])
+    assert speaker.sent == [
+        "neighbor 198.18.0.2 announce attributes next-hop 198.18.0.1 nlri 100.64.0.1/32",
+        "neighbor 198.18.0.2 announce eor ipv4 unicast",
+    ]
