@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import pytest
