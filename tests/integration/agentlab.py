@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,32 @@ def start_agent(procs: Processes, node: AgentNode, timeout: float = 20) -> None:
         wait_for(ready, timeout=timeout, what=f"agent {node.name} ready")
     except AssertionError:
         raise AssertionError(f"agent {node.name} not ready:\n{node.log_tail()}") from None
+
+
+MESH_BGP: dict[str, Any] = {"mesh": True, "hold_time": 9, "keepalive": 3}
+
+
+def start_mesh(
+    netns: Namespaces,
+    procs: Processes,
+    tmp: Path,
+    count: int = 2,
+    extra: Callable[[int], dict[str, Any]] = lambda index: {"bgp": MESH_BGP},
+) -> list[AgentNode]:
+    """`count` nodes on one underlay segment in full mesh, sharing one
+    datastore; returns once every node has all its sessions Established
+    (IPv4 and IPv6 to each other node)."""
+    nodes = []
+    for i, ns in enumerate(underlay(netns, count), start=1):
+        node = make_node(netns, tmp, f"node{i}", i, store=tmp / "store", ns=ns, extra=extra(i))
+        nodes.append(node)
+    for node in nodes:
+        start_agent(procs, node)
+    sessions = 2 * (count - 1)
+    for node in nodes:
+        wait_for(
+            lambda n=node: list(n.peer_states().values()) == ["Established"] * sessions,
+            timeout=40,
+            what=f"{node.name}: {sessions} sessions Established",
+        )
+    return nodes

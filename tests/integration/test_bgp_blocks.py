@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentlab import AgentNode, make_node, start_agent, underlay
+from tests.integration.agentlab import MESH_BGP, start_mesh
 from tests.nettools import Namespaces, Processes, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,29 +26,12 @@ def ok(ns: str, *cmd: str) -> bool:
 
 
 def test_blocks_and_borrowed_addresses(netns: Namespaces, procs: Processes, tmp_path: Path) -> None:
-    nodes: list[AgentNode] = []
-    for i, ns in enumerate(underlay(netns, 2), start=1):
-        node = make_node(
-            netns,
-            tmp_path,
-            f"node{i}",
-            i,
-            store=tmp_path / "store",
-            ns=ns,
-            extra={
-                "pools": POOLS,
-                "bgp": {"mesh": True, "advertise": "blocks", "hold_time": 9, "keepalive": 3},
-            },
-        )
-        start_agent(procs, node)
-        nodes.append(node)
-    n1, n2 = nodes
-    for node in nodes:
-        wait_for(
-            lambda n=node: list(n.peer_states().values()) == ["Established"] * 2,
-            timeout=30,
-            what=f"{node.name} sessions",
-        )
+    n1, n2 = start_mesh(
+        netns,
+        procs,
+        tmp_path,
+        extra=lambda i: {"pools": POOLS, "bgp": {**MESH_BGP, "advertise": "blocks"}},
+    )
 
     w1 = netns.add("w")
     a1 = n1.cli_json("workload", "add", "w1", "--netns", w1)["addresses"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentlab import AgentNode, make_node, start_agent, underlay
+from tests.integration.agentlab import AgentNode, start_agent, start_mesh
 from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,31 +34,7 @@ def learned(ns: str, address: str) -> bool:
 
 @pytest.fixture
 def mesh(netns: Namespaces, procs: Processes, tmp_path: Path) -> list[AgentNode]:
-    store = tmp_path / "store"
-    nodes = []
-    for i, ns in enumerate(underlay(netns, 2), start=1):
-        node = make_node(
-            netns,
-            tmp_path,
-            f"node{i}",
-            i,
-            store=store,
-            ns=ns,
-            extra={"bgp": {"mesh": True, "hold_time": 9, "keepalive": 3}},
-        )
-        nodes.append(node)
-    for node in nodes:
-        start_agent(procs, node)
-    for node in nodes:
-        wait_for(
-            lambda n=node: (
-                all(p["state"] == "Established" for p in n.status()["peers"])
-                and len(n.status()["peers"]) == 2
-            ),
-            timeout=30,
-            what=f"{node.name} sessions Established",
-        )
-    return nodes
+    return start_mesh(netns, procs, tmp_path)
 
 
 def test_workloads_on_two_nodes_reach_each_other(mesh: list[AgentNode], netns: Namespaces) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agentlab import AgentNode, make_node, start_agent, underlay
+from tests.integration.agentlab import MESH_BGP, AgentNode, start_mesh
 from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,28 +39,13 @@ def http_get(ns: str, url: str) -> tuple[int, str]:
 
 @pytest.fixture
 def fabric(netns: Namespaces, procs: Processes, tmp_path: Path) -> list[AgentNode]:
-    nodes = []
-    for i, ns in enumerate(underlay(netns, 2), start=1):
-        node = make_node(
-            netns,
-            tmp_path,
-            f"node{i}",
-            i,
-            store=tmp_path / "store",
-            ns=ns,
-            extra={
-                "bgp": {"mesh": True, "hold_time": 9, "keepalive": 3},
-                "metrics": {"listen": f"198.18.0.{i}:9641"},
-            },
-        )
-        start_agent(procs, node)
-        nodes.append(node)
+    nodes = start_mesh(
+        netns,
+        procs,
+        tmp_path,
+        extra=lambda i: {"bgp": MESH_BGP, "metrics": {"listen": f"198.18.0.{i}:9641"}},
+    )
     for node in nodes:
-        wait_for(
-            lambda n=node: list(n.peer_states().values()) == ["Established"] * 2,
-            timeout=30,
-            what=f"{node.name} Established",
-        )
         for w in range(WORKLOADS[int(node.name[-1])]):
             ns = netns.add("w")
             node.cli_json("workload", "add", f"{node.name}-w{w}", "--netns", ns)
