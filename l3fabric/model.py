@@ -72,6 +72,9 @@ class Workload:
     node: str
     netns: str  # a path, e.g. /run/netns/foo or /proc/123/ns/net
     addresses: tuple[IPAddress, ...] = ()
+    # "dev:inode" of the namespace at add time: a /proc/PID/ns/net path may
+    # later name another namespace once the PID is reused; never wire that.
+    netns_id: str = field(default="", compare=False)
 
     @property
     def host_iface(self) -> str:
@@ -84,6 +87,7 @@ class Workload:
             "netns": self.netns,
             "addresses": [str(a) for a in self.addresses],
             "host_iface": self.host_iface,
+            "netns_id": self.netns_id,
         }
 
     @classmethod
@@ -95,6 +99,7 @@ class Workload:
             node=str(data["node"]),
             netns=str(data["netns"]),
             addresses=tuple(ipaddress.ip_address(str(a)) for a in addresses),
+            netns_id=str(data.get("netns_id") or ""),
         )
 
 

@@ -27,7 +27,7 @@ from l3fabric.agent.workloads import WorkloadManager
 from l3fabric.bgp.exabgp import ExabgpSpeaker
 from l3fabric.config import Config, ConfigError, load_config, restart_required
 from l3fabric.dataplane import Dataplane
-from l3fabric.dataplane.netns import netns_present
+from l3fabric.dataplane.netns import netns_identity, netns_present
 from l3fabric.datastore.base import Datastore
 from l3fabric.ipam import Ipam
 from l3fabric.model import NodeRecord, RouteKind, Workload
@@ -245,7 +245,7 @@ class Agent:
         actual = ActualState(
             links=frozenset(self._dataplane.owned_links()),
             routes={r.prefix: r for r in self._dataplane.dump_routes()},
-            present_netns=frozenset(w.netns for w in workloads if netns_present(w.netns)),
+            present_netns=frozenset(w.netns for w in workloads if _still_there(w)),
         )
         learned = self.bgp.learned_routes() if self.bgp is not None else {}
         # Until the peers have resent their routes after a restart, the
@@ -469,6 +469,13 @@ def _str_param(params: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise RequestError("invalid", f"missing or invalid parameter {name!r}")
     return value
+
+
+def _still_there(workload: Workload) -> bool:
+    """The workload's namespace still exists and is still the same one."""
+    if not netns_present(workload.netns):
+        return False
+    return not workload.netns_id or netns_identity(workload.netns) == workload.netns_id
 
 
 def _exabgp_speaker(config: Config) -> Speaker:

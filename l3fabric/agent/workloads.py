@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from l3fabric.agent.server import RequestError
 from l3fabric.dataplane import Dataplane, DataplaneError, NetnsNotFound, resolve_netns
-from l3fabric.dataplane.netns import same_netns
+from l3fabric.dataplane.netns import netns_identity, same_netns
 from l3fabric.datastore.base import Datastore, VersionConflict
 from l3fabric.ipam import Ipam, IpamError
 from l3fabric.model import IPAddress, Workload, valid_name
@@ -90,7 +90,9 @@ class WorkloadManager:
             addresses = self._ipam.assign(name, wanted)
         except IpamError as exc:
             raise RequestError("ipam", str(exc)) from None
-        workload = Workload(name, self._node, netns_path, tuple(addresses))
+        workload = Workload(
+            name, self._node, netns_path, tuple(addresses), netns_id=netns_identity(netns_path)
+        )
         try:
             self._store.put(self.key(name), _encode(workload), expect_version=0)
         except VersionConflict:

@@ -110,6 +110,15 @@ def netlink_socket_in(path: str) -> socket.socket:
     )
 
 
+def netns_identity(path: str) -> str:
+    """ "dev:inode" of a namespace file ("" if it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def same_netns(a: str, b: str) -> bool:
     """Whether two namespace files name the same network namespace (the
     same nsfs inode), e.g. a workload's netns and the node's own."""

@@ -143,3 +143,18 @@ def test_a_second_agent_for_the_node_refuses_and_leaves_the_first_alone(
     assert "another agent is serving" in Path(str(node.log_path) + ".second").read_text()
     assert node.socket.exists()
     assert node.cli("status").returncode == 0
+
+
+def test_a_new_namespace_at_a_workloads_path_is_not_wired(
+    node: AgentNode, netns: Namespaces
+) -> None:
+    """A namespace that went away and a new one made under the same name (or
+    a reused /proc/PID path) is not the workload's: reconcile reports the
+    workload as an orphan instead of wiring a stranger."""
+    name = netns.add("w")
+    node.cli_json("workload", "add", "w1", "--netns", name)
+    subprocess.run(["ip", "netns", "del", name], check=True)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    result = node.cli_json("reconcile")
+    assert result["orphans"] == ["w1"]
+    assert "eth0" not in ns_run(name, ["ip", "-o", "link", "show"])
