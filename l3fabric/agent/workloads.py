@@ -39,16 +39,30 @@ class WorkloadManager:
         self._dataplane = dataplane
         self._prefix = f"{key_prefix}/workloads/{node}/"
         self._on_change = on_change
+        self._cache: dict[str, Workload] | None = None
 
     def key(self, name: str) -> str:
         return self._prefix + name
 
     def list(self) -> list[Workload]:
-        return [Workload.from_dict(json.loads(kv.value)) for kv in self._store.list(self._prefix)]
+        """This node's workloads. Read from the datastore once, then kept in
+        memory: this agent is the only writer of its node's records, and a
+        reconcile pass must not re-read 10k records every time."""
+        return sorted(self._records().values())
 
     def get(self, name: str) -> Workload | None:
-        kv = self._store.get(self.key(name))
-        return Workload.from_dict(json.loads(kv.value)) if kv else None
+        return self._records().get(name)
+
+    def _records(self) -> dict[str, Workload]:
+        if self._cache is None:
+            self._cache = {
+                w.name: w
+                for w in (
+                    Workload.from_dict(json.loads(kv.value))
+                    for kv in self._store.list(self._prefix)
+                )
+            }
+        return self._cache
 
     def add(self, name: str, netns: str, requested: Sequence[str] = ()) -> Workload:
         if not valid_name(name) or len(name) > 253:
@@ -95,6 +109,7 @@ class WorkloadManager:
         )
         try:
             self._store.put(self.key(name), _encode(workload), expect_version=0)
+            self._records()[name] = workload
         except VersionConflict:
             self._undo(workload, record=False)
             raise RequestError("conflict", f"workload {name} was added concurrently") from None
@@ -127,6 +142,7 @@ class WorkloadManager:
         # and releases again (release is idempotent); the other order leaks.
         self._ipam.release(name)
         self._store.delete(self.key(name))
+        self._records().pop(name, None)
         log.info("workload deleted", extra={"workload": name})
         self._on_change(None, workload)
         return workload
@@ -146,6 +162,7 @@ class WorkloadManager:
         ]
         if record:
             steps.append(("delete record", lambda: self._store.delete(self.key(workload.name))))
+            steps.append(("forget record", lambda: self._records().pop(workload.name, None)))
         for what, step in steps:
             try:
                 step()
