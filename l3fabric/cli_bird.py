@@ -6,13 +6,21 @@ Flag grammar (repeat --peer, --range and --accept as needed):
   --peer NAME=ADDRESS:ASN[,OPTION...]
       ADDRESS may be IPv6, optionally in brackets: [fd00::1]:65000.
       OPTIONs: rr-client, passive, accept-all, password=TEXT, multihop=N,
-      hold-time=N, keepalive=N, ipv6-next-hop=ADDR. A password cannot
-      contain ',' here; use --from-yaml for that.
+      hold-time=N, keepalive=N, ipv6-next-hop=ADDR, next-hop=MODE. A
+      password cannot contain ',' here; use --from-yaml for that.
   --range [NAME=]CIDR:ASN[,OPTION...]
-      OPTIONs: rr-client, password=TEXT, multihop=N, ipv6-next-hop=ADDR.
-      Unnamed ranges are called range1, range2, ... in the order given.
+      OPTIONs: rr-client, password=TEXT, multihop=N, ipv6-next-hop=ADDR,
+      next-hop=MODE. Unnamed ranges are called range1, range2, ... in the
+      order given.
+      MODE (tor only): self, keep or "self ebgp".
   --accept CIDR
       A fabric prefix (more-specifics included).
+  --pool CIDR
+      tor with rr clients: a workload pool, the only routes accepted from
+      the rr clients (more-specifics included).
+  --direct-exclude IFACE
+      An interface name or glob whose subnets are never imported as
+      connected routes (a management network).
 
 --from-yaml FILE takes a mapping with BirdConfig's field names instead of
 the flags (peers and ranges as lists of mappings with BirdPeer/BirdRange
@@ -33,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from l3fabric.bgp.bird import BirdConfig, BirdPeer, BirdRange, BirdRole, render
+from l3fabric.bgp.bird import BirdConfig, BirdNextHop, BirdPeer, BirdRange, BirdRole, render
 
 PROG = "l3fabric bird render"
 EXIT_BAD_INPUT = 2
@@ -47,6 +55,8 @@ _FIELD_FLAGS = {
     "peer": "--peer",
     "range": "--range",
     "accept": "--accept",
+    "pool": "--pool",
+    "direct_exclude": "--direct-exclude",
     "hold_time": "--hold-time",
     "keepalive": "--keepalive",
     "no_graceful_restart": "--no-graceful-restart",
@@ -77,10 +87,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--role", help="route-reflector, tor or node")
     parser.add_argument("--router-id", help="IPv4 router id")
     parser.add_argument("--asn", help="local AS number")
-    parser.add_argument("--cluster-id", help="route-reflector cluster id (default: router id)")
+    parser.add_argument(
+        "--cluster-id",
+        help="route-reflector, or tor with rr clients: cluster id (default: router id)",
+    )
     parser.add_argument("--peer", action="append", default=[], metavar="SPEC")
     parser.add_argument("--range", action="append", default=[], metavar="SPEC")
     parser.add_argument("--accept", action="append", default=[], metavar="CIDR")
+    parser.add_argument("--pool", action="append", default=[], metavar="CIDR")
+    parser.add_argument("--direct-exclude", action="append", default=[], metavar="IFACE")
     parser.add_argument("--hold-time", metavar="SECONDS", help="default 90")
     parser.add_argument("--keepalive", metavar="SECONDS", help="default 30")
     parser.add_argument("--no-graceful-restart", action="store_true")
@@ -173,6 +188,8 @@ def config_from_flags(args: argparse.Namespace) -> BirdConfig:
         "peers": tuple(parse_peer(spec) for spec in args.peer),
         "ranges": tuple(parse_range(spec) for spec in args.range),
         "accept_prefixes": tuple(parse_network(c, f"--accept {c!r}") for c in args.accept),
+        "pool_prefixes": tuple(parse_network(c, f"--pool {c!r}") for c in args.pool),
+        "direct_exclude": tuple(args.direct_exclude),
         "graceful_restart": not args.no_graceful_restart,
         "kernel_export": args.kernel_export,
         "ecmp": not args.no_ecmp,
@@ -197,7 +214,7 @@ def config_from_flags(args: argparse.Namespace) -> BirdConfig:
 
 def parse_peer(spec: str) -> BirdPeer:
     """NAME=ADDRESS:ASN[,rr-client][,passive][,accept-all][,password=..]
-    [,multihop=N][,hold-time=N][,keepalive=N]"""
+    [,multihop=N][,hold-time=N][,keepalive=N][,ipv6-next-hop=..][,next-hop=MODE]"""
     where = f"--peer {spec!r}"
     head, *options = spec.split(",")
     name, sep, target = head.partition("=")
@@ -215,7 +232,8 @@ def parse_peer(spec: str) -> BirdPeer:
 
 
 def parse_range(spec: str) -> BirdRange:
-    """[NAME=]CIDR:ASN[,rr-client][,password=..][,multihop=N]"""
+    """[NAME=]CIDR:ASN[,rr-client][,password=..][,multihop=N][,ipv6-next-hop=..]
+    [,next-hop=MODE]"""
     where = f"--range {spec!r}"
     head, *options = spec.split(",")
     name, sep, target = head.partition("=")
@@ -249,10 +267,18 @@ def _options(
             dest, parsed = "password", value
         elif sep and key == "ipv6-next-hop":
             dest, parsed = "ipv6_next_hop", _ipv6(value, f"{where}: {key}")
+        elif sep and key == "next-hop":
+            dest, parsed = "next_hop", parse_next_hop(value, f"{where}: {key}")
         elif sep and key in numbers:
             dest, parsed = numbers[key], _int(value, f"{where}: {key}")
         else:
-            known = [*flags, "password=TEXT", "ipv6-next-hop=ADDR", *(f"{n}=N" for n in numbers)]
+            known = [
+                *flags,
+                "password=TEXT",
+                "ipv6-next-hop=ADDR",
+                "next-hop=MODE",
+                *(f"{n}=N" for n in numbers),
+            ]
             raise ValueError(f"{where}: unknown option {option!r} (known: {', '.join(known)})")
         if dest in values:
             raise ValueError(f"{where}: option {key!r} given twice")
@@ -325,9 +351,14 @@ def config_from_data(data: object) -> BirdConfig:
         _range_from_data(item, f"ranges[{i}]")
         for i, item in enumerate(_as_list(values.get("ranges", []), "ranges"))
     )
-    values["accept_prefixes"] = tuple(
-        parse_network(item, f"accept_prefixes[{i}]")
-        for i, item in enumerate(_as_list(values.get("accept_prefixes", []), "accept_prefixes"))
+    for key in ("accept_prefixes", "pool_prefixes"):
+        values[key] = tuple(
+            parse_network(item, f"{key}[{i}]")
+            for i, item in enumerate(_as_list(values.get(key, []), key))
+        )
+    values["direct_exclude"] = tuple(
+        _as_str(item, f"direct_exclude[{i}]")
+        for i, item in enumerate(_as_list(values.get("direct_exclude", []), "direct_exclude"))
     )
     return BirdConfig(**values)
 
@@ -338,6 +369,14 @@ def parse_role(value: object) -> BirdRole:
     except ValueError:
         choices = ", ".join(r.value for r in BirdRole)
         raise ValueError(f"role: {value!r} is not one of {choices}") from None
+
+
+def parse_next_hop(value: object, where: str) -> BirdNextHop:
+    try:
+        return BirdNextHop(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in BirdNextHop)
+        raise ValueError(f"{where}: {value!r} is not one of {choices}") from None
 
 
 def parse_network(value: object, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -371,6 +410,8 @@ def _next_hop_from_data(values: dict[str, Any], where: str) -> None:
     if values.get("ipv6_next_hop") is not None:
         key = f"{where}.ipv6_next_hop"
         values["ipv6_next_hop"] = _ipv6(_as_str(values["ipv6_next_hop"], key), key)
+    if values.get("next_hop") is not None:
+        values["next_hop"] = parse_next_hop(values["next_hop"], f"{where}.next_hop")
 
 
 def _known_keys(data: object, cls: type, where: str) -> dict[str, Any]:

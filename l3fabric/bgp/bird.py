@@ -26,6 +26,8 @@ _RTPROT_BIRD = 12
 _UNLEARNABLE_PROTOCOLS = {0: "unspecified", 2: "kernel", _RTPROT_BIRD: "bird"}
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+# Linux interface names (at most 15 bytes) and BIRD's glob characters.
+_IFACE_PATTERN_RE = re.compile(r"[A-Za-z0-9_.:@*?-]{1,15}")
 # TCP-MD5 keys are at most 80 bytes (TCP_MD5SIG_MAXKEYLEN).
 _PASSWORD_RE = re.compile(r"[\x20-\x7e]{1,80}")
 _MAX_ASN = 2**32 - 1
@@ -35,6 +37,18 @@ class BirdRole(enum.Enum):
     ROUTE_REFLECTOR = "route-reflector"
     TOR = "tor"
     NODE = "node"
+
+
+class BirdNextHop(enum.Enum):
+    """How a tor rewrites the next hop of the routes it sends on one session.
+    The values are BIRD's own words (`next hop self ebgp;`)."""
+
+    SELF = "self"
+    KEEP = "keep"
+    # Self only for routes learned over eBGP: a leaf reflecting between the
+    # nodes of its rack keeps the originating node as next hop, so traffic
+    # inside the rack never passes through the leaf.
+    SELF_EBGP = "self ebgp"
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -101,6 +115,16 @@ def _check_timers(hold: object, keepalive: object, where: str) -> None:
         )
 
 
+def _check_next_hop(next_hop: object, where: str) -> None:
+    if next_hop is None:
+        return
+    _check(
+        isinstance(next_hop, BirdNextHop),
+        where,
+        f"{next_hop!r} is not one of {', '.join(m.value for m in BirdNextHop)}",
+    )
+
+
 def _check_ipv6_next_hop(next_hop: object, session_version: int, where: str) -> None:
     # On an IPv4 session BIRD takes the IPv6 next hop from the interface
     # facing the peer; a multihop session has no such interface.
@@ -133,6 +157,7 @@ class BirdPeer:
     hold_time: int | None = None
     keepalive: int | None = None
     ipv6_next_hop: ipaddress.IPv6Address | None = None  # for IPv6 routes on an IPv4 session
+    next_hop: BirdNextHop | None = None  # tor only; None: the role's default
 
     def __post_init__(self) -> None:
         where = f"peer {self.name!r}"
@@ -155,6 +180,7 @@ class BirdPeer:
             _check_bool(getattr(self, flag), f"{where}: {flag}")
         _check_timers(self.hold_time, self.keepalive, f"{where}: ")
         _check_ipv6_next_hop(self.ipv6_next_hop, self.address.version, f"{where}: ipv6_next_hop")
+        _check_next_hop(self.next_hop, f"{where}: next_hop")
 
 
 @dataclass(frozen=True)
@@ -170,6 +196,7 @@ class BirdRange:
     multihop: int | None = None
     name: str | None = None  # None: "range<N>", N counting ranges from 1
     ipv6_next_hop: ipaddress.IPv6Address | None = None  # for IPv6 routes on IPv4 sessions
+    next_hop: BirdNextHop | None = None  # tor only; None: the role's default
 
     def __post_init__(self) -> None:
         where = f"range {self.name or self.cidr}"
@@ -186,6 +213,7 @@ class BirdRange:
         if self.multihop is not None:
             _check_int(self.multihop, f"{where}: multihop", 1, 255)
         _check_ipv6_next_hop(self.ipv6_next_hop, self.cidr.version, f"{where}: ipv6_next_hop")
+        _check_next_hop(self.next_hop, f"{where}: next_hop")
 
 
 @dataclass(frozen=True)
@@ -193,7 +221,8 @@ class BirdConfig:
     role: BirdRole
     router_id: ipaddress.IPv4Address
     asn: int
-    cluster_id: ipaddress.IPv4Address | None = None  # route-reflector only; None: router_id
+    # route-reflector, or tor with rr clients; None: router_id
+    cluster_id: ipaddress.IPv4Address | None = None
     peers: tuple[BirdPeer, ...] = ()
     ranges: tuple[BirdRange, ...] = ()
     # tor: the only prefixes (and their more-specifics) accepted from peers
@@ -201,6 +230,12 @@ class BirdConfig:
     # node: what is announced from the kernel and accepted from peers
     # (empty: everything).
     accept_prefixes: tuple[IPNetwork, ...] = ()
+    # tor with rr clients (the nodes of its rack): the only prefixes (and
+    # their more-specifics) accepted from them, i.e. the workload pools.
+    pool_prefixes: tuple[IPNetwork, ...] = ()
+    # Interface names or globs whose subnets `protocol direct` ignores, such
+    # as a management network that must never be announced.
+    direct_exclude: tuple[str, ...] = ()
     hold_time: int = 90
     keepalive: int = 30
     graceful_restart: bool = True
@@ -221,15 +256,18 @@ class BirdConfig:
         )
         _check(not self.router_id.is_unspecified, "router_id", "0.0.0.0 is not a router id")
         _check_asn(self.asn, "asn")
-        self._check_role_fields()
         self._check_peers()
         self._check_ranges()
-        _check(isinstance(self.accept_prefixes, tuple), "accept_prefixes", "must be a tuple")
-        for i, prefix in enumerate(self.accept_prefixes):
+        self._check_role_fields()
+        _check_networks(self.accept_prefixes, "accept_prefixes")
+        self._check_pools()
+        _check(isinstance(self.direct_exclude, tuple), "direct_exclude", "must be a tuple")
+        for i, pattern in enumerate(self.direct_exclude):
             _check(
-                isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network),
-                f"accept_prefixes[{i}]",
-                f"{prefix!r} is not a network",
+                isinstance(pattern, str) and bool(_IFACE_PATTERN_RE.fullmatch(pattern)),
+                f"direct_exclude[{i}]",
+                f"{pattern!r} must be an interface name or glob: 1-15 of letters, digits "
+                "and _ . : @ - * ?",
             )
         _check_timers(self.hold_time, self.keepalive, "")
         _check_bool(self.graceful_restart, "graceful_restart")
@@ -251,13 +289,40 @@ class BirdConfig:
                 "characters",
             )
 
+    @property
+    def has_rr_clients(self) -> bool:
+        return any(p.rr_client for p in self.peers) or any(r.rr_client for r in self.ranges)
+
+    def _check_pools(self) -> None:
+        _check_networks(self.pool_prefixes, "pool_prefixes")
+        if self.pool_prefixes:
+            _check(
+                self.role is BirdRole.TOR,
+                "pool_prefixes",
+                f"only a tor filters its rr clients by pool, not a {self.role.value}",
+            )
+        for i, pool in enumerate(self.pool_prefixes):
+            _check(
+                any(_inside(pool, fabric) for fabric in self.accept_prefixes),
+                f"pool_prefixes[{i}]",
+                f"{pool} is not inside accept_prefixes, so other peers would refuse it",
+            )
+        if self.role is BirdRole.TOR and self.has_rr_clients:
+            _check(
+                bool(self.pool_prefixes),
+                "pool_prefixes",
+                "a tor accepts only workload routes from its rr clients; give the pools",
+            )
+
     def _check_role_fields(self) -> None:
         role = self.role.value
         if self.cluster_id is not None:
             _check(
-                self.role is BirdRole.ROUTE_REFLECTOR,
+                self.role is BirdRole.ROUTE_REFLECTOR
+                or (self.role is BirdRole.TOR and self.has_rr_clients),
                 "cluster_id",
-                f"only a route-reflector has a cluster id, not a {role}",
+                f"only a route-reflector or a tor with rr clients has a cluster id, not a {role}"
+                + (" without rr clients" if self.role is BirdRole.TOR else ""),
             )
             _check(
                 isinstance(self.cluster_id, ipaddress.IPv4Address)
@@ -313,6 +378,13 @@ class BirdConfig:
             names.add(peer.name)
             addresses.add(peer.address)
             self._check_rr_client(peer.rr_client, peer.asn, f"peer {peer.name!r}")
+            self._check_session_next_hop(peer.next_hop, f"peer {peer.name!r}")
+            if peer.rr_client and peer.accept_all:
+                _check(
+                    self.role is not BirdRole.TOR,
+                    f"peer {peer.name!r}: accept_all",
+                    "a tor accepts only pool_prefixes from its rr clients",
+                )
 
     def _check_ranges(self) -> None:
         _check(isinstance(self.ranges, tuple), "ranges", "must be a tuple of BirdRange")
@@ -330,19 +402,30 @@ class BirdConfig:
                 )
             seen.append((name, rng.cidr))
             self._check_rr_client(rng.rr_client, rng.asn, f"range {name}")
+            self._check_session_next_hop(rng.next_hop, f"range {name}")
 
     def _check_rr_client(self, rr_client: bool, asn: int, where: str) -> None:
         if not rr_client:
             return
         _check(
-            self.role is BirdRole.ROUTE_REFLECTOR,
+            self.role in (BirdRole.ROUTE_REFLECTOR, BirdRole.TOR),
             f"{where}: rr_client",
-            f"only a route-reflector has clients, not a {self.role.value}",
+            f"only a route-reflector or a tor has clients, not a {self.role.value}",
         )
         _check(
             asn == self.asn,
             f"{where}: rr_client",
             f"route reflection is iBGP: the client's asn {asn} must equal asn {self.asn}",
+        )
+
+    def _check_session_next_hop(self, next_hop: BirdNextHop | None, where: str) -> None:
+        if next_hop is None:
+            return
+        _check(
+            self.role is BirdRole.TOR,
+            f"{where}: next_hop",
+            f"only a tor chooses the next hop per session; a {self.role.value} always "
+            + ("keeps it" if self.role is BirdRole.ROUTE_REFLECTOR else "sets itself"),
         )
 
     @property
@@ -360,6 +443,25 @@ class BirdConfig:
     @property
     def effective_cluster_id(self) -> ipaddress.IPv4Address:
         return self.cluster_id if self.cluster_id is not None else self.router_id
+
+
+def _check_networks(networks: object, where: str) -> None:
+    _check(isinstance(networks, tuple), where, "must be a tuple")
+    assert isinstance(networks, tuple)
+    for i, prefix in enumerate(networks):
+        _check(
+            isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network),
+            f"{where}[{i}]",
+            f"{prefix!r} is not a network",
+        )
+
+
+def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
 
 
 def range_name(rng: BirdRange, index: int) -> str:
@@ -388,6 +490,7 @@ class _Session:
     dynamic_name: str | None = None
     passive: bool = False
     ipv6_next_hop: str | None = None
+    next_hop: str | None = None  # tor: a BirdNextHop value; None: the role's default
 
 
 def templates_dir() -> Path:
@@ -409,7 +512,9 @@ def _families(address_version: int) -> tuple[str, ...]:
     return ("ipv4", "ipv6") if address_version == 4 else ("ipv6",)
 
 
-def _import_filter(cfg: BirdConfig, accept_all: bool) -> dict[str, str]:
+def _import_filter(cfg: BirdConfig, accept_all: bool, rr_client: bool) -> dict[str, str]:
+    if rr_client and cfg.pool_prefixes:
+        return {family: f"filter pools_{family}" for family in ("ipv4", "ipv6")}
     filtered = bool(cfg.accept_prefixes) and not accept_all
     return {family: f"filter fabric_{family}" if filtered else "all" for family in ("ipv4", "ipv6")}
 
@@ -423,7 +528,7 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 asn=peer.asn,
                 internal=peer.asn == cfg.asn,
                 families=_families(peer.address.version),
-                import_filter=_import_filter(cfg, peer.accept_all),
+                import_filter=_import_filter(cfg, peer.accept_all, peer.rr_client),
                 password=peer.password,
                 multihop=peer.multihop,
                 rr_client=peer.rr_client,
@@ -432,6 +537,7 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 address=str(peer.address),
                 passive=peer.passive,
                 ipv6_next_hop=_optional_str(peer.ipv6_next_hop),
+                next_hop=None if peer.next_hop is None else peer.next_hop.value,
             )
         )
     for i, rng in enumerate(cfg.ranges):
@@ -442,7 +548,7 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 asn=rng.asn,
                 internal=rng.asn == cfg.asn,
                 families=_families(rng.cidr.version),
-                import_filter=_import_filter(cfg, accept_all=False),
+                import_filter=_import_filter(cfg, accept_all=False, rr_client=rng.rr_client),
                 password=rng.password,
                 multihop=rng.multihop,
                 rr_client=rng.rr_client,
@@ -451,6 +557,7 @@ def _sessions(cfg: BirdConfig) -> list[_Session]:
                 cidr=str(rng.cidr),
                 dynamic_name=f"dyn_{name}_",
                 ipv6_next_hop=_optional_str(rng.ipv6_next_hop),
+                next_hop=None if rng.next_hop is None else rng.next_hop.value,
             )
         )
     return sessions
@@ -473,11 +580,8 @@ def _environment() -> jinja2.Environment:
 
 def render(cfg: BirdConfig) -> str:
     """The bird.conf text for cfg."""
-    # "+": the prefix and everything more specific (workload /32s in a pool).
-    prefixes = {
-        "ipv4": [f"{p}+" for p in cfg.accept_prefixes if p.version == 4],
-        "ipv6": [f"{p}+" for p in cfg.accept_prefixes if p.version == 6],
-    }
+    prefixes = _prefix_lists(cfg.accept_prefixes)
+    pools = _prefix_lists(cfg.pool_prefixes)
     template = _environment().get_template(f"{cfg.role.value}.conf.j2")
     text = template.render(
         cfg=cfg,
@@ -485,9 +589,29 @@ def render(cfg: BirdConfig) -> str:
         log_target=f'"{cfg.log_file}"' if cfg.log_file is not None else "stderr",
         sessions=_sessions(cfg),
         prefixes=prefixes,
+        pools=pools,
+        has_pools=bool(cfg.pool_prefixes),
+        direct_interfaces=_direct_interfaces(cfg),
         kernel_export=cfg.effective_kernel_export,
         learn_protocol=cfg.effective_learn_protocol,
         cluster_id=str(cfg.effective_cluster_id),
-        workload_iface_glob=f"{HOST_IFACE_PREFIX}*",
     )
     return text.rstrip("\n") + "\n"
+
+
+def _prefix_lists(networks: tuple[IPNetwork, ...]) -> dict[str, list[str]]:
+    # "+": the prefix and everything more specific (workload /32s in a pool).
+    return {
+        "ipv4": [f"{p}+" for p in networks if p.version == 4],
+        "ipv6": [f"{p}+" for p in networks if p.version == 6],
+    }
+
+
+def _direct_interfaces(cfg: BirdConfig) -> str:
+    """The `interface` patterns of `protocol direct`: exclusions first, then
+    everything else."""
+    # A node never imports its workloads' host-side interfaces: their
+    # routes come from the kernel, marked by the agent.
+    excluded = [f'-"{HOST_IFACE_PREFIX}*"'] if cfg.role is BirdRole.NODE else []
+    excluded += [f'"-{pattern}"' for pattern in cfg.direct_exclude]
+    return ", ".join([*excluded, '"*"'])

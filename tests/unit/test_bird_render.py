@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from l3fabric.bgp.bird import (
     BirdConfig,
+    BirdNextHop,
     BirdPeer,
     BirdRange,
     BirdRole,
@@ -100,6 +101,32 @@ CONFIGS: dict[str, BirdConfig] = {
             ),
         ),
         accept_prefixes=(*POOLS, net("198.18.0.0/15")),
+    ),
+    # A leaf that is also its rack's route reflector (containerlab leaf-spine).
+    "tor_leaf_rr": BirdConfig(
+        role=BirdRole.TOR,
+        router_id=v4("198.18.1.254"),
+        asn=65101,
+        cluster_id=v4("198.18.1.1"),
+        peers=(
+            BirdPeer("spine1", ip("198.18.100.1"), 65000),
+            BirdPeer("spine1v6", ip("fd00:198:18:f001::2"), 65000),
+            BirdPeer("node9", ip("198.18.9.9"), 65101, rr_client=True, next_hop=BirdNextHop.SELF),
+            BirdPeer("leaf1b", ip("198.18.1.253"), 65101, next_hop=BirdNextHop.KEEP),
+        ),
+        ranges=(
+            BirdRange(net("198.18.1.0/25"), 65101, rr_client=True, name="rack"),
+            BirdRange(
+                net("fd00:198:18:1::/64"),
+                65101,
+                rr_client=True,
+                name="rack6",
+                next_hop=BirdNextHop.SELF_EBGP,
+            ),
+        ),
+        accept_prefixes=(*POOLS, net("198.18.0.0/15"), net("fd00:198:18::/48")),
+        pool_prefixes=(net("100.64.0.0/16"),),
+        direct_exclude=("eth0", "mgmt*"),
     ),
     "tor_spine": BirdConfig(
         role=BirdRole.TOR,
@@ -205,6 +232,47 @@ def test_tor_filters_nodes_merges_paths_and_sets_next_hop_self_only_for_ibgp() -
     assert "next hop address fd00:18:1::254;" in rack
 
 
+def test_tor_as_rack_reflector_keeps_rack_next_hops_and_imports_only_pools() -> None:
+    text = render(CONFIGS["tor_leaf_rr"])
+    assert 'interface "-eth0", "-mgmt*", "*";' in text
+    assert "define POOLS_IPV4 = [ 100.64.0.0/16+ ];" in text and "POOLS_IPV6" not in text
+    rack = _protocol_block(text, "range_rack")
+    assert "rr client;\n  rr cluster id 198.18.1.1;" in rack
+    assert rack.count("next hop self ebgp;") == 2  # the default for rr clients
+    assert "import filter pools_ipv4;" in rack and "import filter pools_ipv6;" in rack
+    assert rack.count("export where source = RTS_BGP;") == 2  # no connected subnets
+    rack6 = _protocol_block(text, "range_rack6")
+    assert "next hop self ebgp;" in rack6 and "ipv4 {" not in rack6
+    node9 = _protocol_block(text, "peer_node9")
+    assert node9.count("next hop self;") == 2 and "rr cluster id" in node9
+    leaf1b = _protocol_block(text, "peer_leaf1b")
+    assert leaf1b.count("next hop keep;") == 2 and "rr c" not in leaf1b
+    assert "import filter fabric_ipv4;" in leaf1b
+    spine = _protocol_block(text, "peer_spine1")
+    assert "next hop" not in spine and "rr c" not in spine
+    assert "import filter fabric_ipv4;" in spine and "export filter announce_ipv4;" in spine
+    # A v6 pool is missing: the rack's IPv6 routes are all refused.
+    assert "filter pools_ipv6 {\n  reject;\n}" in text
+
+
+def test_committed_leaf_configs_reproduce_the_hand_written_ones() -> None:
+    """The leaf-spine lab's leaves were hand-written until the tor role could
+    express them; these are the statements that made them work."""
+    lab = Path(__file__).resolve().parents[2] / "containerlab" / "leaf-spine"
+    for n, spines in ((1, ("198.18.100.1", "198.18.100.3")), (2, ("198.18.100.5", "198.18.100.7"))):
+        text = (lab / f"leaf{n}" / "bird.conf").read_text()
+        assert 'interface "-eth0", "*";' in text
+        rack = _protocol_block(text, "range_rack")
+        assert f"neighbor range 198.18.{n}.0/24 as 6510{n};" in rack
+        assert f"rr client;\n  rr cluster id 198.18.{n}.254;" in rack
+        assert "import filter pools_ipv4;" in rack and "next hop self ebgp;" in rack
+        assert "define POOLS_IPV4 = [ 100.64.0.0/16+ ];" in text
+        assert "define FABRIC_IPV6 = [ fd00:64::/48+, fd00:198:18::/48+ ];" in text
+        for spine in spines:
+            assert f"neighbor {spine} as 65000;" in text
+        assert text.count("merge paths on;") == 2
+
+
 def test_node_announces_only_its_kernel_protocol_routes() -> None:
     text = render(CONFIGS["node_baseline"])
     assert text.count("krt_source != 76") == 2
@@ -265,7 +333,13 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
     (
         "cluster on tor",
         lambda: _cfg(cluster_id=v4("1.1.1.1")),
-        "cluster_id: only a route-reflector",
+        "cluster_id: only a route-reflector or a tor with rr clients has a cluster id, "
+        "not a tor without rr clients",
+    ),
+    (
+        "cluster on node",
+        lambda: _cfg(role=BirdRole.NODE, accept_prefixes=(), cluster_id=v4("1.1.1.1")),
+        "not a node",
     ),
     (
         "rr filters",
@@ -322,10 +396,68 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
         "duplicate range name 'r'",
     ),
     (
-        "rr client on tor",
-        lambda: _cfg(peers=(_peer(rr_client=True),)),
-        "peer 'spine1': rr_client: only a route-reflector",
+        "rr client on node",
+        lambda: _cfg(role=BirdRole.NODE, peers=(_peer(rr_client=True),)),
+        "peer 'spine1': rr_client: only a route-reflector or a tor has clients, not a node",
     ),
+    (
+        "ebgp rr client on tor",
+        lambda: _cfg(peers=(_peer(rr_client=True),)),
+        "peer 'spine1': rr_client: route reflection is iBGP: the client's asn 65000",
+    ),
+    (
+        "tor rr clients without pools",
+        lambda: _cfg(ranges=(BirdRange(net("198.18.1.0/24"), 65001, rr_client=True),)),
+        "pool_prefixes: a tor accepts only workload routes from its rr clients",
+    ),
+    (
+        "tor rr client accept all",
+        lambda: _cfg(
+            pool_prefixes=POOLS[:1],
+            peers=(_peer(asn=65001, rr_client=True, accept_all=True),),
+        ),
+        "peer 'spine1': accept_all: a tor accepts only pool_prefixes from its rr clients",
+    ),
+    (
+        "pool outside fabric",
+        lambda: _cfg(pool_prefixes=(net("10.0.0.0/8"),)),
+        "pool_prefixes[0]: 10.0.0.0/8 is not inside accept_prefixes",
+    ),
+    (
+        "pool v4 inside v6 fabric",
+        lambda: _cfg(accept_prefixes=POOLS[1:], pool_prefixes=POOLS[:1]),
+        "pool_prefixes[0]: 100.64.0.0/16 is not inside",
+    ),
+    (
+        "pools on reflector",
+        lambda: _cfg(role=BirdRole.ROUTE_REFLECTOR, accept_prefixes=(), pool_prefixes=POOLS),
+        "pool_prefixes: only a tor filters its rr clients by pool, not a route-reflector",
+    ),
+    ("pools not net", lambda: _cfg(pool_prefixes=("100.64.0.0/16",)), "pool_prefixes[0]"),
+    (
+        "next hop string",
+        lambda: _peer(next_hop="self"),
+        "peer 'spine1': next_hop: 'self' is not one of self, keep, self ebgp",
+    ),
+    (
+        "next hop on reflector",
+        lambda: _cfg(
+            role=BirdRole.ROUTE_REFLECTOR,
+            accept_prefixes=(),
+            ranges=(BirdRange(net("198.18.0.0/24"), 65001, next_hop=BirdNextHop.SELF),),
+        ),
+        "range range1: next_hop: only a tor chooses the next hop per session; "
+        "a route-reflector always keeps it",
+    ),
+    (
+        "next hop on node",
+        lambda: _cfg(role=BirdRole.NODE, peers=(_peer(next_hop=BirdNextHop.KEEP),)),
+        "a node always sets itself",
+    ),
+    ("exclude quote", lambda: _cfg(direct_exclude=('eth0"',)), "direct_exclude[0]: 'eth0\"'"),
+    ("exclude too long", lambda: _cfg(direct_exclude=("e" * 16,)), "direct_exclude[0]"),
+    ("exclude empty", lambda: _cfg(direct_exclude=("",)), "direct_exclude[0]"),
+    ("exclude list", lambda: _cfg(direct_exclude=["eth0"]), "direct_exclude: must be a tuple"),
     (
         "ebgp rr client",
         lambda: _cfg(
@@ -403,7 +535,7 @@ def _as_plain(cfg: BirdConfig) -> dict[str, Any]:
             }
         if isinstance(value, tuple):
             return [plain(v) for v in value]
-        if isinstance(value, BirdRole):
+        if isinstance(value, BirdRole | BirdNextHop):
             return value.value
         if isinstance(value, bool | int | str) or value is None:
             return value
@@ -451,6 +583,23 @@ def test_config_from_data_round_trips_every_golden_config(name: str) -> None:
             "peers: must be a list",
         ),
         (["role", "tor"], "config: must be a mapping"),
+        (
+            {
+                "role": "tor",
+                "router_id": "1.1.1.1",
+                "asn": 1,
+                "ranges": [{"cidr": "10.0.0.0/8", "asn": 1, "next_hop": "self-ebgp"}],
+            },
+            "ranges[0].next_hop: 'self-ebgp' is not one of 'self', 'keep', 'self ebgp'",
+        ),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "direct_exclude": "eth0"},
+            "direct_exclude: must be a list",
+        ),
+        (
+            {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "direct_exclude": [0]},
+            "direct_exclude[0]: 0 must be a string",
+        ),
     ],
 )
 def test_config_from_data_rejects(data: Any, message: str) -> None:
@@ -492,6 +641,51 @@ def test_cli_flags_render_the_same_as_the_dataclasses(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == render(CONFIGS["tor_leaf"])
 
 
+LEAF_RR_FLAGS = [
+    "bird",
+    "render",
+    "--role",
+    "tor",
+    "--router-id",
+    "198.18.1.254",
+    "--asn",
+    "65101",
+    "--cluster-id",
+    "198.18.1.1",
+    "--peer",
+    "spine1=198.18.100.1:65000",
+    "--peer",
+    "spine1v6=[fd00:198:18:f001::2]:65000",
+    "--peer",
+    "node9=198.18.9.9:65101,rr-client,next-hop=self",
+    "--peer",
+    "leaf1b=198.18.1.253:65101,next-hop=keep",
+    "--range",
+    "rack=198.18.1.0/25:65101,rr-client",
+    "--range",
+    "rack6=fd00:198:18:1::/64:65101,rr-client,next-hop=self ebgp",
+    "--accept",
+    "100.64.0.0/16",
+    "--accept",
+    "fd00:64::/48",
+    "--accept",
+    "198.18.0.0/15",
+    "--accept",
+    "fd00:198:18::/48",
+    "--pool",
+    "100.64.0.0/16",
+    "--direct-exclude",
+    "eth0",
+    "--direct-exclude",
+    "mgmt*",
+]
+
+
+def test_cli_flags_render_a_rack_reflecting_leaf(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(LEAF_RR_FLAGS) == 0
+    assert capsys.readouterr().out == render(CONFIGS["tor_leaf_rr"])
+
+
 def test_cli_yaml_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "rr.yaml"
     source.write_text(yaml.safe_dump(_as_plain(CONFIGS["route_reflector"])))
@@ -523,6 +717,14 @@ TOR_ARGS = ["--role", "tor", "--router-id", "1.1.1.1", "--asn", "1", "--accept",
         (
             [*TOR_ARGS, "--peer", "a=1.2.3.4:2,colour=red"],
             "unknown option 'colour=red'",
+        ),
+        (
+            [*TOR_ARGS, "--range", "10.0.0.0/8:1,next-hop=selfish"],
+            "--range '10.0.0.0/8:1,next-hop=selfish': next-hop: 'selfish' is not one of",
+        ),
+        (
+            [*TOR_ARGS, "--pool", "10.0.0.0/8"],
+            "pool_prefixes[0]: 10.0.0.0/8 is not inside accept_prefixes",
         ),
         (
             [*TOR_ARGS, "--peer", "a=1.2.3.4:2,multihop=2,multihop=3"],
