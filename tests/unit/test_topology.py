@@ -92,6 +92,16 @@ def test_committed_bird_configs_equal_a_fresh_render(conf: Path) -> None:
     )
 
 
+def test_leaf_bird_configs_are_rendered_not_hand_written() -> None:
+    # The leaves are covered by the fresh-render check above only while
+    # their YAML inputs exist; a hand-written bird.conf would escape it.
+    for leaf in ("leaf1", "leaf2"):
+        conf = CLAB / "leaf-spine" / leaf / "bird.yaml"
+        assert conf.is_file(), f"{conf} is missing: the leaf's bird.conf must be rendered"
+        rendered = render(config_from_data(yaml.safe_load(conf.read_text())))
+        assert (conf.parent / "bird.conf").read_text() == rendered
+
+
 # -- malformed topologies ---------------------------------------------------------
 
 
