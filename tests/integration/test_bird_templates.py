@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from l3fabric.bgp.bird import BirdConfig, BirdPeer, BirdRange, BirdRole
+from l3fabric.bgp.bird import BirdConfig, BirdNextHop, BirdPeer, BirdRange, BirdRole
 from l3fabric.model import RTPROT_L3FABRIC, host_iface_name
 from tests.integration.birdlab import lan, start_bird
 from tests.nettools import Namespaces, Processes, ns_run, run, wait_for
@@ -287,3 +287,107 @@ def test_leaf_spine_ecmp_filtering_and_forwarding(
     # Traffic really flows spine -> leaf -> n1 -> workload, unencapsulated.
     out = ns_run(spine, ["ping", "-c", "2", "-W", "2", "-I", "198.18.2.1", "100.64.1.5"])
     assert " 0% packet loss" in out, out
+
+
+def test_leaf_reflects_its_rack_with_next_hop_self_ebgp(
+    netns: Namespaces, procs: Processes, tmp_path: Path
+) -> None:
+    """A tor that is its rack's route reflector, as the leaf-spine lab's
+    leaves: rack-mates keep each other's next hop, routes from the spine get
+    the leaf's, only pool routes come in from the rack, and the management
+    interface's subnet is never announced."""
+    leaf, spine, n1, n2 = (netns.add(tag) for tag in ("leaf", "spine", "n1", "n2"))
+    lan(
+        netns,
+        [
+            (leaf, ["198.18.1.254/24", "fd00:18:1::254/64"]),
+            (n1, ["198.18.1.1/24", "fd00:18:1::1/64"]),
+            (n2, ["198.18.1.2/24", "fd00:18:1::2/64"]),
+        ],
+    )
+    netns.link(leaf, spine, ["198.18.2.0/31"], ["198.18.2.1/31"], names=("up0", "down0"))
+    # A management interface on the leaf, its subnet inside the fabric prefix.
+    ns_run(leaf, ["ip", "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt1"])
+    ns_run(leaf, ["ip", "addr", "add", "198.19.255.2/24", "dev", "mgmt0"])
+    for ifname in ("mgmt0", "mgmt1"):
+        ns_run(leaf, ["ip", "link", "set", ifname, "up"])
+    # A pool subnet behind the spine, announced to the leaf as connected.
+    ns_run(spine, ["ip", "link", "add", "pool0", "type", "veth", "peer", "name", "pool1"])
+    ns_run(spine, ["ip", "addr", "add", "100.64.200.1/24", "dev", "pool0"])
+    for ifname in ("pool0", "pool1"):
+        ns_run(spine, ["ip", "link", "set", ifname, "up"])
+
+    add_workload_routes(n1, "w1", ["100.64.1.5/32", "fd00:64::1:5/128"])
+    # Inside the fabric but not a pool: a rack node must not announce it.
+    add_workload_routes(n1, "under", ["198.18.50.0/24"])
+
+    rack_as, spine_as = 65101, 65000
+    leaf_cfg = BirdConfig(
+        role=BirdRole.TOR,
+        router_id=ipaddress.IPv4Address("198.18.1.254"),
+        asn=rack_as,
+        peers=(BirdPeer("spine1", ip("198.18.2.1"), spine_as),),
+        ranges=(
+            BirdRange(
+                net("198.18.1.0/24"),
+                rack_as,
+                rr_client=True,
+                name="rack",
+                next_hop=BirdNextHop.SELF_EBGP,
+            ),
+        ),
+        accept_prefixes=FABRIC,
+        pool_prefixes=(net("100.64.0.0/16"), net("fd00:64::/48")),
+        direct_exclude=("mgmt*",),
+        hold_time=9,
+        keepalive=3,
+    )
+    spine_cfg = BirdConfig(
+        role=BirdRole.TOR,
+        router_id=ipaddress.IPv4Address("198.18.2.1"),
+        asn=spine_as,
+        peers=(BirdPeer("leaf1", ip("198.18.2.0"), rack_as),),
+        accept_prefixes=FABRIC,
+        hold_time=9,
+        keepalive=3,
+    )
+    to_leaf = (BirdPeer("leaf", ip("198.18.1.254"), rack_as),)
+    bird_leaf = start_bird(procs, leaf, leaf_cfg, tmp_path, "leaf")
+    bird_spine = start_bird(procs, spine, spine_cfg, tmp_path, "spine")
+    start_bird(procs, n1, node_cfg("198.18.1.1", rack_as, to_leaf), tmp_path, "n1")
+    start_bird(procs, n2, node_cfg("198.18.1.2", rack_as, to_leaf), tmp_path, "n2")
+    wait_for(
+        lambda: bird_leaf.established() == {"peer_spine1", "dyn_rack_1", "dyn_rack_2"},
+        timeout=SESSION_TIMEOUT,
+        what="leaf: spine and both rack nodes Established",
+    )
+
+    # Reflected inside the rack with the originating node as next hop.
+    wait_for(
+        lambda: "via 198.18.1.1 dev eth1 proto bird" in kernel_route(n2, "100.64.1.5/32"),
+        timeout=SESSION_TIMEOUT,
+        what="n2: 100.64.1.5/32 via n1 itself",
+    )
+    v6 = wait_for(
+        lambda: kernel_route(n2, "fd00:64::1:5/128"), timeout=SESSION_TIMEOUT, what="n2 v6"
+    )
+    assert "via fd00:18:1::1 dev eth1 proto bird" in v6, v6
+    # From the spine (eBGP): the leaf is the next hop.
+    wait_for(
+        lambda: "via 198.18.1.254 dev eth1 proto bird" in kernel_route(n2, "100.64.200.0/24"),
+        timeout=SESSION_TIMEOUT,
+        what="n2: the spine's pool subnet via the leaf",
+    )
+    # The spine learns the workload and the rack subnet, not the management
+    # subnet and not n1's non-pool prefix (the leaf refused it).
+    wait_for(
+        lambda: "via 198.18.2.0 dev down0 proto bird" in kernel_route(spine, "100.64.1.5/32"),
+        timeout=SESSION_TIMEOUT,
+        what="spine: 100.64.1.5/32 via the leaf",
+    )
+    assert "via 198.18.2.0" in kernel_route(spine, "198.18.1.0/24")
+    assert "Network not found" in bird_leaf.cli("show", "route", "198.18.50.0/24", check=False)
+    assert "Network not found" in bird_leaf.cli("show", "route", "198.19.255.0/24", check=False)
+    assert kernel_route(spine, "198.18.50.0/24") == ""
+    assert kernel_route(spine, "198.19.255.0/24") == ""
+    assert bird_spine.established() == {"peer_leaf1"}
