@@ -17,6 +17,18 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
+from l3fabric.bgp.bird_checks import (
+    check,
+    check_asn,
+    check_bool,
+    check_int,
+    check_ipv6_next_hop,
+    check_name,
+    check_networks,
+    check_password,
+    check_timers,
+    inside,
+)
 from l3fabric.model import HOST_IFACE_PREFIX, RTPROT_L3FABRIC, IPAddress, IPNetwork
 
 # Kernel route protocol numbers BIRD cannot learn workload routes from: 0 is
@@ -25,12 +37,8 @@ from l3fabric.model import HOST_IFACE_PREFIX, RTPROT_L3FABRIC, IPAddress, IPNetw
 _RTPROT_BIRD = 12
 _UNLEARNABLE_PROTOCOLS = {0: "unspecified", 2: "kernel", _RTPROT_BIRD: "bird"}
 
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 # Linux interface names (at most 15 bytes) and BIRD's glob characters.
 _IFACE_PATTERN_RE = re.compile(r"[A-Za-z0-9_.:@*?-]{1,15}")
-# TCP-MD5 keys are at most 80 bytes (TCP_MD5SIG_MAXKEYLEN).
-_PASSWORD_RE = re.compile(r"[\x20-\x7e]{1,80}")
-_MAX_ASN = 2**32 - 1
 
 
 class BirdRole(enum.Enum):
@@ -51,93 +59,14 @@ class BirdNextHop(enum.Enum):
     SELF_EBGP = "self ebgp"
 
 
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"{where}: {message}")
-
-
-def _check_name(name: object, where: str) -> None:
-    _check(isinstance(name, str), where, "must be a string")
-    assert isinstance(name, str)
-    _check(
-        bool(_NAME_RE.fullmatch(name)),
-        where,
-        f"{name!r} must start with a letter and contain only letters, digits and '_' "
-        "(at most 32 characters)",
-    )
-
-
-def _check_asn(asn: object, where: str) -> None:
-    _check(
-        isinstance(asn, int) and not isinstance(asn, bool) and 1 <= asn <= _MAX_ASN,
-        where,
-        f"{asn!r} is not an AS number (1..{_MAX_ASN})",
-    )
-
-
-def _check_int(value: object, where: str, low: int, high: int) -> None:
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-        where,
-        f"{value!r} must be an integer in {low}..{high}",
-    )
-
-
-def _check_bool(value: object, where: str) -> None:
-    _check(isinstance(value, bool), where, f"{value!r} must be true or false")
-
-
-def _check_password(password: object, where: str) -> None:
-    if password is None:
-        return
-    _check(isinstance(password, str), where, "must be a string")
-    assert isinstance(password, str)
-    _check(
-        bool(_PASSWORD_RE.fullmatch(password)) and '"' not in password and "\\" not in password,
-        where,
-        "must be 1-80 printable ASCII characters without '\"', '\\' or newlines",
-    )
-
-
-def _check_timers(hold: object, keepalive: object, where: str) -> None:
-    # BGP allows a hold time of 0 (no keepalives), but a fabric must notice a
-    # dead peer, so 0 is refused along with the RFC 4271 minimum of 3.
-    if hold is not None:
-        _check_int(hold, f"{where}hold_time", 3, 65535)
-    if keepalive is not None:
-        _check_int(keepalive, f"{where}keepalive", 1, 21845)
-    if isinstance(hold, int) and isinstance(keepalive, int):
-        _check(
-            keepalive * 3 <= hold,
-            f"{where}keepalive",
-            f"{keepalive} must be at most a third of hold_time {hold}, so that two "
-            "lost keepalives do not drop the session",
-        )
-
-
 def _check_next_hop(next_hop: object, where: str) -> None:
     if next_hop is None:
         return
-    _check(
+    check(
         isinstance(next_hop, BirdNextHop),
         where,
         f"{next_hop!r} is not one of {', '.join(m.value for m in BirdNextHop)}",
     )
-
-
-def _check_ipv6_next_hop(next_hop: object, session_version: int, where: str) -> None:
-    # On an IPv4 session BIRD takes the IPv6 next hop from the interface
-    # facing the peer; a multihop session has no such interface.
-    if next_hop is None:
-        return
-    _check(
-        isinstance(next_hop, ipaddress.IPv6Address)
-        and not next_hop.is_link_local
-        and not next_hop.is_unspecified,
-        where,
-        f"{next_hop!r} must be a global IPv6 address",
-    )
-    _check(session_version == 4, where, "only IPv4 sessions need an IPv6 next hop address")
 
 
 @dataclass(frozen=True)
@@ -161,25 +90,25 @@ class BirdPeer:
 
     def __post_init__(self) -> None:
         where = f"peer {self.name!r}"
-        _check_name(self.name, "peer name")
-        _check(
+        check_name(self.name, "peer name")
+        check(
             isinstance(self.address, ipaddress.IPv4Address | ipaddress.IPv6Address),
             f"{where}: address",
             f"{self.address!r} is not an IP address",
         )
-        _check(
+        check(
             not (self.address.is_unspecified or self.address.is_multicast),
             f"{where}: address",
             f"{self.address} cannot be a BGP neighbour",
         )
-        _check_asn(self.asn, f"{where}: asn")
-        _check_password(self.password, f"{where}: password")
+        check_asn(self.asn, f"{where}: asn")
+        check_password(self.password, f"{where}: password")
         if self.multihop is not None:
-            _check_int(self.multihop, f"{where}: multihop", 1, 255)
+            check_int(self.multihop, f"{where}: multihop", 1, 255)
         for flag in ("rr_client", "passive", "accept_all"):
-            _check_bool(getattr(self, flag), f"{where}: {flag}")
-        _check_timers(self.hold_time, self.keepalive, f"{where}: ")
-        _check_ipv6_next_hop(self.ipv6_next_hop, self.address.version, f"{where}: ipv6_next_hop")
+            check_bool(getattr(self, flag), f"{where}: {flag}")
+        check_timers(self.hold_time, self.keepalive, f"{where}: ")
+        check_ipv6_next_hop(self.ipv6_next_hop, self.address.version, f"{where}: ipv6_next_hop")
         _check_next_hop(self.next_hop, f"{where}: next_hop")
 
 
@@ -201,18 +130,18 @@ class BirdRange:
     def __post_init__(self) -> None:
         where = f"range {self.name or self.cidr}"
         if self.name is not None:
-            _check_name(self.name, "range name")
-        _check(
+            check_name(self.name, "range name")
+        check(
             isinstance(self.cidr, ipaddress.IPv4Network | ipaddress.IPv6Network),
             f"{where}: cidr",
             f"{self.cidr!r} is not a network",
         )
-        _check_asn(self.asn, f"{where}: asn")
-        _check_bool(self.rr_client, f"{where}: rr_client")
-        _check_password(self.password, f"{where}: password")
+        check_asn(self.asn, f"{where}: asn")
+        check_bool(self.rr_client, f"{where}: rr_client")
+        check_password(self.password, f"{where}: password")
         if self.multihop is not None:
-            _check_int(self.multihop, f"{where}: multihop", 1, 255)
-        _check_ipv6_next_hop(self.ipv6_next_hop, self.cidr.version, f"{where}: ipv6_next_hop")
+            check_int(self.multihop, f"{where}: multihop", 1, 255)
+        check_ipv6_next_hop(self.ipv6_next_hop, self.cidr.version, f"{where}: ipv6_next_hop")
         _check_next_hop(self.next_hop, f"{where}: next_hop")
 
 
@@ -248,39 +177,39 @@ class BirdConfig:
     log_file: PurePosixPath | None = None  # None: log to stderr
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.role, BirdRole), "role", f"{self.role!r} is not a BirdRole")
-        _check(
+        check(isinstance(self.role, BirdRole), "role", f"{self.role!r} is not a BirdRole")
+        check(
             isinstance(self.router_id, ipaddress.IPv4Address),
             "router_id",
             f"{self.router_id!r} is not an IPv4 address (BGP router ids are 32-bit)",
         )
-        _check(not self.router_id.is_unspecified, "router_id", "0.0.0.0 is not a router id")
-        _check_asn(self.asn, "asn")
+        check(not self.router_id.is_unspecified, "router_id", "0.0.0.0 is not a router id")
+        check_asn(self.asn, "asn")
         self._check_peers()
         self._check_ranges()
         self._check_role_fields()
-        _check_networks(self.accept_prefixes, "accept_prefixes")
+        check_networks(self.accept_prefixes, "accept_prefixes")
         self._check_pools()
-        _check(isinstance(self.direct_exclude, tuple), "direct_exclude", "must be a tuple")
+        check(isinstance(self.direct_exclude, tuple), "direct_exclude", "must be a tuple")
         for i, pattern in enumerate(self.direct_exclude):
-            _check(
+            check(
                 isinstance(pattern, str) and bool(_IFACE_PATTERN_RE.fullmatch(pattern)),
                 f"direct_exclude[{i}]",
                 f"{pattern!r} must be an interface name or glob: 1-15 of letters, digits "
                 "and _ . : @ - * ?",
             )
-        _check_timers(self.hold_time, self.keepalive, "")
-        _check_bool(self.graceful_restart, "graceful_restart")
-        _check_int(self.restart_time, "restart_time", 1, 4095)  # a 12-bit field in BGP
+        check_timers(self.hold_time, self.keepalive, "")
+        check_bool(self.graceful_restart, "graceful_restart")
+        check_int(self.restart_time, "restart_time", 1, 4095)  # a 12-bit field in BGP
         if self.kernel_export is not None:
-            _check_bool(self.kernel_export, "kernel_export")
-        _check_bool(self.ecmp, "ecmp")
+            check_bool(self.kernel_export, "kernel_export")
+        check_bool(self.ecmp, "ecmp")
         if self.kernel_metric is not None:
-            _check_int(self.kernel_metric, "kernel_metric", 0, 2**32 - 1)
-        _check_int(self.scan_time, "scan_time", 1, 3600)
+            check_int(self.kernel_metric, "kernel_metric", 0, 2**32 - 1)
+        check_int(self.scan_time, "scan_time", 1, 3600)
         if self.log_file is not None:
             text = str(self.log_file)
-            _check(
+            check(
                 isinstance(self.log_file, PurePosixPath)
                 and self.log_file.is_absolute()
                 and not any(c in text for c in '"\\\n\r\t'),
@@ -294,21 +223,21 @@ class BirdConfig:
         return any(p.rr_client for p in self.peers) or any(r.rr_client for r in self.ranges)
 
     def _check_pools(self) -> None:
-        _check_networks(self.pool_prefixes, "pool_prefixes")
+        check_networks(self.pool_prefixes, "pool_prefixes")
         if self.pool_prefixes:
-            _check(
+            check(
                 self.role is BirdRole.TOR,
                 "pool_prefixes",
                 f"only a tor filters its rr clients by pool, not a {self.role.value}",
             )
         for i, pool in enumerate(self.pool_prefixes):
-            _check(
-                any(_inside(pool, fabric) for fabric in self.accept_prefixes),
+            check(
+                any(inside(pool, fabric) for fabric in self.accept_prefixes),
                 f"pool_prefixes[{i}]",
                 f"{pool} is not inside accept_prefixes, so other peers would refuse it",
             )
         if self.role is BirdRole.TOR and self.has_rr_clients:
-            _check(
+            check(
                 bool(self.pool_prefixes),
                 "pool_prefixes",
                 "a tor accepts only workload routes from its rr clients; give the pools",
@@ -317,45 +246,45 @@ class BirdConfig:
     def _check_role_fields(self) -> None:
         role = self.role.value
         if self.cluster_id is not None:
-            _check(
+            check(
                 self.role is BirdRole.ROUTE_REFLECTOR
                 or (self.role is BirdRole.TOR and self.has_rr_clients),
                 "cluster_id",
                 f"only a route-reflector or a tor with rr clients has a cluster id, not a {role}"
                 + (" without rr clients" if self.role is BirdRole.TOR else ""),
             )
-            _check(
+            check(
                 isinstance(self.cluster_id, ipaddress.IPv4Address)
                 and not self.cluster_id.is_unspecified,
                 "cluster_id",
                 f"{self.cluster_id!r} is not a non-zero IPv4 address",
             )
         if self.role is BirdRole.ROUTE_REFLECTOR:
-            _check(
+            check(
                 not self.accept_prefixes,
                 "accept_prefixes",
                 "a route-reflector reflects everything; filter on the nodes instead",
             )
         if self.role is BirdRole.TOR:
-            _check(
+            check(
                 bool(self.accept_prefixes),
                 "accept_prefixes",
                 "a tor accepts only fabric prefixes from nodes; give at least one",
             )
         if self.role is BirdRole.NODE:
-            _check(
+            check(
                 not self.ranges,
                 "ranges",
                 "a node dials its peers; dynamic ranges are for route-reflector and tor",
             )
         if self.kernel_learn_protocol is not None:
-            _check(
+            check(
                 self.role is BirdRole.NODE,
                 "kernel_learn_protocol",
                 f"only a node learns routes from the kernel, not a {role}",
             )
-            _check_int(self.kernel_learn_protocol, "kernel_learn_protocol", 1, 255)
-            _check(
+            check_int(self.kernel_learn_protocol, "kernel_learn_protocol", 1, 255)
+            check(
                 self.kernel_learn_protocol not in _UNLEARNABLE_PROTOCOLS,
                 "kernel_learn_protocol",
                 f"{self.kernel_learn_protocol} "
@@ -364,13 +293,13 @@ class BirdConfig:
             )
 
     def _check_peers(self) -> None:
-        _check(isinstance(self.peers, tuple), "peers", "must be a tuple of BirdPeer")
+        check(isinstance(self.peers, tuple), "peers", "must be a tuple of BirdPeer")
         names: set[str] = set()
         addresses: set[IPAddress] = set()
         for i, peer in enumerate(self.peers):
-            _check(isinstance(peer, BirdPeer), f"peers[{i}]", f"{peer!r} is not a BirdPeer")
-            _check(peer.name not in names, f"peers[{i}]", f"duplicate peer name {peer.name!r}")
-            _check(
+            check(isinstance(peer, BirdPeer), f"peers[{i}]", f"{peer!r} is not a BirdPeer")
+            check(peer.name not in names, f"peers[{i}]", f"duplicate peer name {peer.name!r}")
+            check(
                 peer.address not in addresses,
                 f"peers[{i}]",
                 f"duplicate peer address {peer.address}",
@@ -380,22 +309,22 @@ class BirdConfig:
             self._check_rr_client(peer.rr_client, peer.asn, f"peer {peer.name!r}")
             self._check_session_next_hop(peer.next_hop, f"peer {peer.name!r}")
             if peer.rr_client and peer.accept_all:
-                _check(
+                check(
                     self.role is not BirdRole.TOR,
                     f"peer {peer.name!r}: accept_all",
                     "a tor accepts only pool_prefixes from its rr clients",
                 )
 
     def _check_ranges(self) -> None:
-        _check(isinstance(self.ranges, tuple), "ranges", "must be a tuple of BirdRange")
+        check(isinstance(self.ranges, tuple), "ranges", "must be a tuple of BirdRange")
         seen: list[tuple[str, IPNetwork]] = []
         for i, rng in enumerate(self.ranges):
-            _check(isinstance(rng, BirdRange), f"ranges[{i}]", f"{rng!r} is not a BirdRange")
+            check(isinstance(rng, BirdRange), f"ranges[{i}]", f"{rng!r} is not a BirdRange")
             name = range_name(rng, i)
             for other_name, other in seen:
-                _check(other_name != name, f"ranges[{i}]", f"duplicate range name {name!r}")
+                check(other_name != name, f"ranges[{i}]", f"duplicate range name {name!r}")
                 # An incoming connection must match exactly one range.
-                _check(
+                check(
                     other.version != rng.cidr.version or not other.overlaps(rng.cidr),
                     f"ranges[{i}]",
                     f"{rng.cidr} overlaps range {other_name} ({other})",
@@ -407,12 +336,12 @@ class BirdConfig:
     def _check_rr_client(self, rr_client: bool, asn: int, where: str) -> None:
         if not rr_client:
             return
-        _check(
+        check(
             self.role in (BirdRole.ROUTE_REFLECTOR, BirdRole.TOR),
             f"{where}: rr_client",
             f"only a route-reflector or a tor has clients, not a {self.role.value}",
         )
-        _check(
+        check(
             asn == self.asn,
             f"{where}: rr_client",
             f"route reflection is iBGP: the client's asn {asn} must equal asn {self.asn}",
@@ -421,7 +350,7 @@ class BirdConfig:
     def _check_session_next_hop(self, next_hop: BirdNextHop | None, where: str) -> None:
         if next_hop is None:
             return
-        _check(
+        check(
             self.role is BirdRole.TOR,
             f"{where}: next_hop",
             f"only a tor chooses the next hop per session; a {self.role.value} always "
@@ -443,25 +372,6 @@ class BirdConfig:
     @property
     def effective_cluster_id(self) -> ipaddress.IPv4Address:
         return self.cluster_id if self.cluster_id is not None else self.router_id
-
-
-def _check_networks(networks: object, where: str) -> None:
-    _check(isinstance(networks, tuple), where, "must be a tuple")
-    assert isinstance(networks, tuple)
-    for i, prefix in enumerate(networks):
-        _check(
-            isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network),
-            f"{where}[{i}]",
-            f"{prefix!r} is not a network",
-        )
-
-
-def _inside(inner: IPNetwork, outer: IPNetwork) -> bool:
-    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
-        return inner.subnet_of(outer)
-    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
-        return inner.subnet_of(outer)
-    return False
 
 
 def range_name(rng: BirdRange, index: int) -> str:
