@@ -14,7 +14,6 @@ All methods except the two reader threads run on the agent's work loop.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
 import json
@@ -24,8 +23,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from l3fabric.agent.advertise import Advertisements
 from l3fabric.agent.loop import WorkLoop
 from l3fabric.agent.metrics import Metrics
+from l3fabric.agent.peers import PeerMetrics, PeerStatus, peer_row
 from l3fabric.bgp import api
 from l3fabric.bgp.events import (
     BgpEvent,
@@ -43,7 +44,7 @@ from l3fabric.config import Config, PeerConfig
 from l3fabric.dataplane import Dataplane
 from l3fabric.dataplane.netstat import md5_counters
 from l3fabric.datastore.base import Datastore, WatchCompacted
-from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload, host_prefix
+from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ WATCH_TIMEOUT = 1.0
 ADDRESS_RETRY = 1.0
 # How long to wait before trying again to start an ExaBGP that failed to start.
 SPEAKER_RETRY = 10.0
-SESSION_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 
 
 class Speaker(Protocol):
@@ -67,22 +67,6 @@ class Speaker(Protocol):
     def events(self, timeout: float = 0.0) -> list[BgpEvent]: ...
     @property
     def pid(self) -> int | None: ...
-
-
-@dataclass
-class PeerStatus:
-    """What `l3fabric status` shows for one configured neighbour."""
-
-    address: IPAddress
-    kind: str  # mesh | route-reflector | external
-    asn: int
-    name: str
-    state: str = "Idle"
-    since: float = 0.0
-    info: str = ""
-    password: bool = False
-    flaps: int = 0
-    advertised: int = 0
 
 
 @dataclass
@@ -118,23 +102,21 @@ class BgpService:
         self._wall = wall_clock
         self._rib = Rib(self._policy(config, ()))
         self._neighbors: dict[IPAddress, _Neighbor] = {}
-        self._advertised: dict[IPNetwork, IPAddress] = {}  # prefix -> next hop
         self._local: set[IPAddress] = set()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._expire_scheduled = False
+        self._adverts = Advertisements(config, send=self._send, peers_of=self._peers_of)
         self._md5_baseline: dict[str, int] = {}
-        self._exported_peers: set[str] = set()
+        self._peer_metrics = PeerMetrics(metrics)
         self._waiting_for_addresses = False
         self._on_synced = on_synced
         self._synced = False
         self._eor_seen: set[IPAddress] = set()
-        self._advertised_count = {4: 0, 6: 0}
         # The neighbour definition ExaBGP had when we last replayed to it: while
         # that stands, ExaBGP itself resends our routes when the session
         # returns, and the replay would only double its work.
         self._replayed: dict[IPAddress, NeighborSpec] = {}
-        self._exported_reasons: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -223,6 +205,7 @@ class BgpService:
 
     def reconfigure(self, config: Config) -> None:
         self._config = config
+        self._adverts.reconfigure(config)
         current = self._rib.policy
         policy = self._policy(config, current.local_addresses)
         policy = policy.with_local_addresses(current.local_addresses, current.borrowed_addresses)
@@ -234,8 +217,7 @@ class BgpService:
     def set_advertisements(
         self, workloads: Sequence[Workload], blocks: Sequence[IPNetwork] = ()
     ) -> None:
-        """The full set (start-up, reconcile, blocks mode): announce what is
-        new or changed, withdraw what is gone."""
+        """The full set (start-up, reconcile, blocks mode)."""
         self._local = {a for w in workloads for a in w.addresses}
         if self._config.bgp.advertise == "blocks":
             # A peer's block may cover an address we borrowed from it.
@@ -243,7 +225,8 @@ class BgpService:
             self._rib.set_local_addresses(self._local - borrowed, borrowed)
         else:
             self._rib.set_local_addresses(self._local)
-        self._update_advertisements(self._wanted_advertisements(workloads, blocks))
+        self._adverts.set_all(workloads, blocks)
+        self._after_local_change()
 
     def workload_changed(
         self,
@@ -261,87 +244,13 @@ class BgpService:
         new = set(added.addresses) if added else set()
         self._local = (self._local - gone) | new
         self._rib.change_local_addresses(new, gone - new)
-        changed = self._wanted_advertisements([added], ()) if added else {}
-        withdrawn = [host_prefix(a) for a in gone if host_prefix(a) not in changed]
-        self._apply_advertisements(withdrawn, changed)
+        self._adverts.workload_changed(added, removed)
+        self._after_local_change()
 
-    def _update_advertisements(self, wanted: dict[IPNetwork, IPAddress]) -> None:
-        removed = [p for p in self._advertised if p not in wanted]
-        changed = {p: nh for p, nh in wanted.items() if self._advertised.get(p) != nh}
-        self._apply_advertisements(removed, changed)
-
-    def _apply_advertisements(
-        self, removed: Sequence[IPNetwork], changed: dict[IPNetwork, IPAddress]
-    ) -> None:
-        """Send only the difference; keep the advertised set and its counts."""
-        for prefix in removed:
-            if self._advertised.pop(prefix, None) is not None:
-                self._advertised_count[prefix.version] -= 1
-        for prefix, nh in changed.items():
-            if prefix not in self._advertised:
-                self._advertised_count[prefix.version] += 1
-            self._advertised[prefix] = nh
-        lines: list[str] = []
-        for version in (4, 6):
-            peers = self._peers_of(version)
-            if not peers:
-                continue
-            gone = [p for p in removed if p.version == version]
-            if gone:
-                lines += api.withdraw(peers, gone)
-            lines += self._announce_lines(
-                peers, {p: nh for p, nh in changed.items() if p.version == version}
-            )
-        if lines:
-            self._send(lines)
+    def _after_local_change(self) -> None:
         self._program_learned()  # local addresses may have re-judged learned routes
-        self._update_advertised_counts()
-
-    def _wanted_advertisements(
-        self, workloads: Sequence[Workload], blocks: Sequence[IPNetwork]
-    ) -> dict[IPNetwork, IPAddress]:
-        node = self._config.node
-        next_hops: dict[int, IPAddress | None] = {4: node.ipv4, 6: node.ipv6}
-        wanted: dict[IPNetwork, IPAddress] = {}
-        if self._config.bgp.advertise == "blocks":
-            for block in blocks:
-                nh = next_hops[block.version]
-                if nh is not None:
-                    wanted[block] = nh
-        for workload in workloads:
-            for address in workload.addresses:
-                nh = next_hops[address.version]
-                if nh is None:
-                    continue
-                if self._config.bgp.advertise == "blocks" and any(address in b for b in blocks):
-                    continue  # covered by our own block announcement
-                wanted[host_prefix(address)] = nh
-        return wanted
-
-    @staticmethod
-    def _announce_lines(
-        peers: Sequence[IPAddress], routes: dict[IPNetwork, IPAddress]
-    ) -> list[str]:
-        by_next_hop: dict[IPAddress, list[IPNetwork]] = {}
-        for prefix, nh in routes.items():
-            by_next_hop.setdefault(nh, []).append(prefix)
-        lines: list[str] = []
-        for nh, prefixes in by_next_hop.items():
-            lines += api.announce(peers, nh, prefixes)
-        return lines
-
-    def _replay(self, peers: Sequence[IPAddress]) -> None:
-        """Everything we advertise, to these peers, then End-of-RIB."""
-        lines: list[str] = []
-        for version in (4, 6):
-            targets = [p for p in peers if p.version == version]
-            if not targets:
-                continue
-            routes = {p: nh for p, nh in self._advertised.items() if p.version == version}
-            lines += self._announce_lines(targets, routes)
-            lines.append(api.eor(targets, version))
-        if lines:
-            self._send(lines)
+        for neighbor in self._neighbors.values():
+            neighbor.status.advertised = self._adverts.count(neighbor.status.address.version)
 
     def _send(self, lines: list[str]) -> None:
         if self._speaker.send(lines):
@@ -536,7 +445,7 @@ class BgpService:
             if self._replayed.get(event.peer) == neighbor.spec:
                 self._send([api.eor([event.peer], event.peer.version)])
             else:
-                self._replay([event.peer])
+                self._adverts.replay([event.peer])
                 self._replayed[event.peer] = neighbor.spec
         elif event.state is PeerState.CONNECTED:
             self._set_state(neighbor, "OpenSent", "", now)
@@ -554,10 +463,7 @@ class BgpService:
             status.state = state
         if info or state == "Established":
             status.info = info
-        for candidate in SESSION_STATES:
-            self._metrics.bgp_session_state.labels(str(status.address), candidate).set(
-                1 if candidate == state else 0
-            )
+        self._peer_metrics.state(str(status.address), state)
 
     def _tear_down(self, action: TearDown, now: float) -> None:
         neighbor = self._neighbors.get(action.peer)
@@ -638,70 +544,23 @@ class BgpService:
 
     # -- views for the CLI and metrics ---------------------------------------------------------
 
-    def _update_advertised_counts(self) -> None:
-        for neighbor in self._neighbors.values():
-            neighbor.status.advertised = self._advertised_count[neighbor.status.address.version]
-
     def peer_table(self) -> list[dict[str, Any]]:
         now = self._clock()
         stats = self._rib.stats()
         md5 = {k: v - self._md5_baseline.get(k, 0) for k, v in md5_counters().items()}
-        rows = []
-        for address in sorted(self._neighbors, key=lambda a: (a.version, int(a))):
-            neighbor = self._neighbors[address]
-            status = neighbor.status
-            rib = stats.get(address)
-            info = status.info
-            if status.state != "Established":
-                info = _md5_hint(status.password, md5) or info
-            rows.append(
-                {
-                    "peer": str(address),
-                    "name": status.name,
-                    "type": status.kind,
-                    "asn": status.asn,
-                    "state": status.state,
-                    "since_seconds": round(now - status.since, 1),
-                    "received": rib.received if rib else 0,
-                    "accepted": rib.accepted if rib else 0,
-                    "rejected": dict(rib.rejected) if rib else {},
-                    "advertised": status.advertised if status.state == "Established" else 0,
-                    "flaps": status.flaps,
-                    "info": info,
-                }
-            )
-        return rows
+        return [
+            peer_row(self._neighbors[a].status, stats.get(a), md5, now)
+            for a in sorted(self._neighbors, key=lambda a: (a.version, int(a)))
+        ]
 
     def export_metrics(self) -> None:
         """Per-peer gauges from the current state (called on the loop)."""
-        m = self._metrics
         offset = self._wall() - self._clock()
-        seen: set[str] = set()
-        for row in self.peer_table():
-            peer = row["peer"]
-            seen.add(peer)
-            neighbor = self._neighbors[ipaddress.ip_address(peer)]
-            m.bgp_session_last_change.labels(peer).set(neighbor.status.since + offset)
-            for direction in ("received", "accepted", "advertised"):
-                m.bgp_prefixes.labels(peer, direction).set(row[direction])
-            for reason, count in row["rejected"].items():
-                m.bgp_prefixes_rejected.labels(peer, reason).set(count)
-            for reason in self._exported_reasons.get(peer, set()) - set(row["rejected"]):
-                m.bgp_prefixes_rejected.labels(peer, reason).set(0)
-            self._exported_reasons[peer] = set(row["rejected"]) | self._exported_reasons.get(
-                peer, set()
-            )
-        for peer in set(self._exported_peers) - seen:
-            _remove_peer_series(m, peer, self._exported_reasons.pop(peer, set()))
-        self._exported_peers = seen
+        changed_at = {str(a): n.status.since + offset for a, n in self._neighbors.items()}
+        self._peer_metrics.export(self.peer_table(), changed_at)
 
     def advertised(self) -> list[dict[str, str]]:
-        return [
-            {"prefix": str(p), "next_hop": str(nh)}
-            for p, nh in sorted(
-                self._advertised.items(), key=lambda i: (i[0].version, int(i[0].network_address))
-            )
-        ]
+        return self._adverts.listing()
 
     def received(self, peer: str | None = None) -> list[dict[str, object]]:
         address = ipaddress.ip_address(peer) if peer else None
@@ -734,29 +593,6 @@ class BgpService:
             local_addresses=frozenset(local),
             node_addresses=tuple(a for a in (node.ipv4, node.ipv6) if a is not None),
         )
-
-
-def _remove_peer_series(m: Metrics, peer: str, reasons: set[str]) -> None:
-    """A peer that is gone stops having series (rather than freezing them)."""
-    series: list[tuple[Any, tuple[str, ...]]] = [(m.bgp_session_last_change, (peer,))]
-    series += [(m.bgp_prefixes, (peer, d)) for d in ("received", "accepted", "advertised")]
-    series += [(m.bgp_prefixes_rejected, (peer, r)) for r in reasons]
-    series += [(m.bgp_session_state, (peer, s)) for s in SESSION_STATES]
-    for metric, labels in series:
-        with contextlib.suppress(KeyError):
-            metric.remove(*labels)
-
-
-def _md5_hint(password: bool, md5: dict[str, int]) -> str:
-    """Why a session may be down, from the kernel's node-wide TCP-MD5 drop
-    counters (increases since the agent started)."""
-    if password and md5.get("TCPMD5Failure", 0) > 0:
-        return f"MD5 signature mismatch: kernel dropped {md5['TCPMD5Failure']} segments"
-    if password and md5.get("TCPMD5NotFound", 0) > 0:
-        return "MD5 mismatch: peer sends no signature (is its password set?)"
-    if not password and md5.get("TCPMD5Unexpected", 0) > 0:
-        return "MD5 mismatch: peer signs its segments but no password is configured here"
-    return ""
 
 
 def _peer_name(peer: PeerConfig) -> str:
