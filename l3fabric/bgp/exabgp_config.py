@@ -16,7 +16,16 @@ import jinja2
 from l3fabric.bgp import api
 from l3fabric.model import IPAddress, valid_name
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "exabgp-conf"
+def _template_dir() -> Path:
+    """exabgp-conf/: package data in an installed wheel, else the repo's."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_data" / "exabgp-conf", package.parent / "exabgp-conf"):
+        if (candidate / "exabgp.conf.j2").is_file():
+            return candidate
+    return package.parent / "exabgp-conf"  # the error names the repo path
+
+
+TEMPLATE_DIR = _template_dir()
 TEMPLATE_NAME = "exabgp.conf.j2"
 PROCESS_NAME = "l3fabric"
 NEIGHBOR_TEMPLATE = "l3fabric"
