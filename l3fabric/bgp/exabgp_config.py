@@ -16,6 +16,7 @@ import jinja2
 from l3fabric.bgp import api
 from l3fabric.model import IPAddress, valid_name
 
+
 def _template_dir() -> Path:
     """exabgp-conf/: package data in an installed wheel, else the repo's."""
     package = Path(__file__).resolve().parents[1]
