@@ -60,6 +60,34 @@ def kernel_route(ns: str, prefix: str) -> str:
     return ns_run(ns, ["ip", family, "route", "show", "exact", prefix]).strip()
 
 
+def rack_below_spine(netns: Namespaces, *, uplink_v6: bool) -> tuple[str, str, str, str]:
+    """leaf, spine, n1, n2: the nodes and the leaf on one rack LAN
+    (198.18.1.0/24, fd00:18:1::/64), the leaf's up0 to the spine's down0."""
+    leaf, spine, n1, n2 = (netns.add(tag) for tag in ("leaf", "spine", "n1", "n2"))
+    lan(
+        netns,
+        [
+            (leaf, ["198.18.1.254/24", "fd00:18:1::254/64"]),
+            (n1, ["198.18.1.1/24", "fd00:18:1::1/64"]),
+            (n2, ["198.18.1.2/24", "fd00:18:1::2/64"]),
+        ],
+    )
+    up, down = ["198.18.2.0/31"], ["198.18.2.1/31"]
+    if uplink_v6:
+        up, down = [*up, "fd00:18:2::/127"], [*down, "fd00:18:2::1/127"]
+    netns.link(leaf, spine, up, down, names=("up0", "down0"))
+    return leaf, spine, n1, n2
+
+
+def local_subnet(ns: str, ifname: str, address: str) -> None:
+    """A connected subnet on a veth whose peer stays in the same namespace."""
+    peer = ifname[:-1] + "1"
+    ns_run(ns, ["ip", "link", "add", ifname, "type", "veth", "peer", "name", peer])
+    ns_run(ns, ["ip", "addr", "add", address, "dev", ifname])
+    for name in (ifname, peer):
+        ns_run(ns, ["ip", "link", "set", name, "up"])
+
+
 def node_cfg(router_id: str, asn: int, peers: tuple[BirdPeer, ...]) -> BirdConfig:
     return BirdConfig(
         role=BirdRole.NODE,
@@ -160,22 +188,8 @@ def test_route_reflector_reflects_with_next_hop_kept(
 def test_leaf_spine_ecmp_filtering_and_forwarding(
     netns: Namespaces, procs: Processes, tmp_path: Path
 ) -> None:
-    leaf, spine, n1, n2, w1 = (netns.add(tag) for tag in ("leaf", "spine", "n1", "n2", "w1"))
-    lan(
-        netns,
-        [
-            (leaf, ["198.18.1.254/24", "fd00:18:1::254/64"]),
-            (n1, ["198.18.1.1/24", "fd00:18:1::1/64"]),
-            (n2, ["198.18.1.2/24", "fd00:18:1::2/64"]),
-        ],
-    )
-    netns.link(
-        leaf,
-        spine,
-        ["198.18.2.0/31", "fd00:18:2::/127"],
-        ["198.18.2.1/31", "fd00:18:2::1/127"],
-        names=("up0", "down0"),
-    )
+    leaf, spine, n1, n2 = rack_below_spine(netns, uplink_v6=True)
+    w1 = netns.add("w1")
     for router in (leaf, spine, n1, n2):
         ns_run(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         ns_run(router, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
@@ -296,26 +310,11 @@ def test_leaf_reflects_its_rack_with_next_hop_self_ebgp(
     leaves: rack-mates keep each other's next hop, routes from the spine get
     the leaf's, only pool routes come in from the rack, and the management
     interface's subnet is never announced."""
-    leaf, spine, n1, n2 = (netns.add(tag) for tag in ("leaf", "spine", "n1", "n2"))
-    lan(
-        netns,
-        [
-            (leaf, ["198.18.1.254/24", "fd00:18:1::254/64"]),
-            (n1, ["198.18.1.1/24", "fd00:18:1::1/64"]),
-            (n2, ["198.18.1.2/24", "fd00:18:1::2/64"]),
-        ],
-    )
-    netns.link(leaf, spine, ["198.18.2.0/31"], ["198.18.2.1/31"], names=("up0", "down0"))
+    leaf, spine, n1, n2 = rack_below_spine(netns, uplink_v6=False)
     # A management interface on the leaf, its subnet inside the fabric prefix.
-    ns_run(leaf, ["ip", "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt1"])
-    ns_run(leaf, ["ip", "addr", "add", "198.19.255.2/24", "dev", "mgmt0"])
-    for ifname in ("mgmt0", "mgmt1"):
-        ns_run(leaf, ["ip", "link", "set", ifname, "up"])
+    local_subnet(leaf, "mgmt0", "198.19.255.2/24")
     # A pool subnet behind the spine, announced to the leaf as connected.
-    ns_run(spine, ["ip", "link", "add", "pool0", "type", "veth", "peer", "name", "pool1"])
-    ns_run(spine, ["ip", "addr", "add", "100.64.200.1/24", "dev", "pool0"])
-    for ifname in ("pool0", "pool1"):
-        ns_run(spine, ["ip", "link", "set", ifname, "up"])
+    local_subnet(spine, "pool0", "100.64.200.1/24")
 
     add_workload_routes(n1, "w1", ["100.64.1.5/32", "fd00:64::1:5/128"])
     # Inside the fabric but not a pool: a rack node must not announce it.
