@@ -1,4 +1,4 @@
-"""The generic machinery of a strict YAML reader, used by config.py.
+"""The generic machinery of a strict reader of YAML data, used by config.py.
 
 A Section hands out typed values by key, tracks the key path of every value
 for messages, and reports unknown keys; Errors collects every problem so that
@@ -14,9 +14,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
+from typing import TypeVar
 
 from l3fabric.model import IPAddress, IPNetwork
 
@@ -24,23 +22,6 @@ T = TypeVar("T")
 D = TypeVar("D")
 A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
 H = TypeVar("H", bound=Hashable)
-
-
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a duplicate key instead of silently keeping the
-    last one, which would drop half of what the operator wrote."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"found duplicate key {key!r}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 # --- the reader ---------------------------------------------------------------
@@ -200,18 +181,44 @@ def boolean(raw: object) -> bool:
     return raw
 
 
-def integer(lo: int, hi: int, refused: Mapping[int, str] | None = None) -> Callable[[object], int]:
+def integer(lo: int, hi: int) -> Callable[[object], int]:
     def convert(raw: object) -> int:
-        # bool is an int in Python, but `asn: true` is a mistake, not 1.
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise Invalid(f"expected an integer, got {describe(raw)}")
-        if not lo <= raw <= hi:
-            raise Invalid(f"{raw} is out of range {lo}..{hi}")
-        if refused and raw in refused:
-            raise Invalid(f"{raw} is not allowed: {refused[raw]}")
-        return raw
+        value = whole(raw)
+        if not lo <= value <= hi:
+            raise Invalid(f"{value} is out of range {lo}..{hi}")
+        return value
 
     return convert
+
+
+def limited(
+    base: Callable[[object], T], error_of: Callable[[object], str | None]
+) -> Callable[[object], T]:
+    """A converter from one of l3fabric.limits' checks: `base` checks the type
+    (with this reader's wording), then the check its value."""
+
+    def convert(raw: object) -> T:
+        value = base(raw)
+        message = error_of(value)
+        if message is not None:
+            raise Invalid(message)
+        return value
+
+    return convert
+
+
+def whole(raw: object) -> int:
+    # bool is an int in Python, but `asn: true` is a mistake, not 1.
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise Invalid(f"expected an integer, got {describe(raw)}")
+    return raw
+
+
+def secret(raw: object) -> str:
+    """A string that is never echoed, not even when it is a YAML number."""
+    if not isinstance(raw, str):
+        raise Invalid("expected a string (quote it)")
+    return raw
 
 
 def interval(raw: object) -> float:

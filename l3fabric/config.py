@@ -8,6 +8,7 @@ key path of the bad value ("FILE: bgp.peers[1].asn: ...").
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -16,38 +17,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
+from l3fabric import limits
 from l3fabric._schema import (
     Errors,
     Invalid,
     Section,
-    StrictLoader,
     absolute_path,
     boolean,
     choice,
     describe,
     integer,
     interval,
+    limited,
     network,
+    secret,
     string,
     unicast,
     unicast_of,
     unique,
+    whole,
 )
 from l3fabric.model import IPAddress, IPNetwork, valid_name
+from l3fabric.yamlfile import YamlFileError, load_file
 
-MAX_NAME_LEN = 63
-ASN_MAX = 4_294_967_294  # 4294967295 is reserved (RFC 7300)
-AS_TRANS = 23456  # RFC 6793: stands in for 4-byte ASNs towards 2-byte speakers
 DEFAULT_STATE_DIR = Path("/var/lib/l3fabric")
 DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
 MAX_PREFIX_LEN = {4: 32, 6: 128}
 PEER_ROLES = ("route-reflector", "external")
-MAX_PASSWORD_LEN = 80  # TCP_MD5SIG_MAXKEYLEN
-# The password is written into ExaBGP and BIRD configs, where these characters
-# would end a quoted string, a statement or a block.
-PASSWORD_FORBIDDEN = frozenset("\"'\\;{}#")
+# Timers ExaBGP has no setting for, refused with the reason rather than
+# accepted and ignored.
+_KEEPALIVE_WHY = "ExaBGP sends keepalives every hold_time/3 and has no setting for it"
+UNSUPPORTED_BGP_KEYS = {
+    "keepalive": _KEEPALIVE_WHY,
+    "connect_retry": "ExaBGP retries connections on its own back-off and has no setting for it",
+}
+UNSUPPORTED_PEER_KEYS = {"keepalive": _KEEPALIVE_WHY}
 # Workload pools must be routable unicast space; these ranges never are.
 UNROUTABLE: tuple[tuple[IPNetwork, str], ...] = tuple(
     (ipaddress.ip_network(cidr), what)
@@ -100,6 +104,14 @@ class DatastoreConfig:
     path: Path | None = None
     endpoints: tuple[str, ...] = ()
     prefix: str = "/l3fabric"
+    timeout: float = 2.0  # per request, every endpoint tried within it
+    connect_timeout: float = 1.0
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    # The node record lives under a lease this long: a node whose agent
+    # dies leaves every peer list when it expires.
+    node_ttl: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,9 @@ class ReconcileConfig:
 class GracefulRestartConfig:
     enabled: bool = True
     restart_time: int = 120
+    # After restart_time, keep the routes this much longer as long-lived
+    # stale (RFC 9494, applied locally); 0: swept at restart_time.
+    long_lived_stale_time: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,6 @@ class PeerConfig:
     passive: bool = False
     local_address: IPAddress | None = None
     hold_time: int | None = None  # None: bgp.hold_time
-    keepalive: int | None = None  # None: bgp.keepalive
     graceful_restart: bool | None = None  # None: bgp.graceful_restart.enabled
 
 
@@ -155,18 +169,47 @@ class BgpConfig:
     advertise: str = "workloads"  # "workloads" (/32, /128) or "blocks"
     port: int = 179
     hold_time: int = 90
-    keepalive: int = 30
-    connect_retry: int = 5
     graceful_restart: GracefulRestartConfig = field(default_factory=GracefulRestartConfig)
     peers: tuple[PeerConfig, ...] = ()
     import_policy: ImportPolicyConfig = field(default_factory=ImportPolicyConfig)
     exabgp: ExabgpConfig = field(default_factory=ExabgpConfig)
+
+    @property
+    def keepalive(self) -> int:
+        """The keepalive interval ExaBGP derives from the hold time; it has no
+        setting of its own, so the config has none either."""
+        return self.hold_time // limits.KEEPALIVE_DIVISOR
 
 
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
+
+
+@dataclass(frozen=True)
+class HostProtectionConfig:
+    # Workload interfaces may not reach the agent's metrics listener or BGP
+    # on the node (nftables table inet l3fabric); DNS and ICMP stay allowed.
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    # Besides root and the agent's own user, members of this group may use
+    # the control socket (the socket file is made group-accessible then).
+    group: int | None = None
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Service discovery: the agent writes its workloads' names (and its
+    share of every service's endpoints) in the SkyDNS layout."""
+
+    enabled: bool = True
+    zone: str = "l3fabric.internal"
+    prefix: str = "/skydns"
+    ttl: int = 5  # seconds: workloads come and go, caches must follow quickly
 
 
 @dataclass(frozen=True)
@@ -181,6 +224,9 @@ class Config:
     reconcile: ReconcileConfig
     bgp: BgpConfig
     log: LogConfig
+    control: ControlConfig = field(default_factory=lambda: ControlConfig())
+    host_protection: HostProtectionConfig = field(default_factory=lambda: HostProtectionConfig())
+    discovery: DiscoveryConfig = field(default_factory=lambda: DiscoveryConfig())
 
     @property
     def socket_path(self) -> Path:
@@ -203,6 +249,9 @@ def restart_required(old: Config, new: Config) -> tuple[str, ...]:
         ("state_dir", old.state_dir, new.state_dir),
         ("datastore", old.datastore, new.datastore),
         ("metrics", old.metrics, new.metrics),
+        ("control", old.control, new.control),
+        # Records already written live under the old zone and prefix.
+        ("discovery", old.discovery, new.discovery),
         # The speaker process is started once, with these.
         ("bgp.enabled", old.bgp.enabled, new.bgp.enabled),
         ("bgp.port", old.bgp.port, new.bgp.port),
@@ -215,19 +264,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, parse and validate one node's YAML file."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_bytes().decode("utf-8")
-        data = yaml.load(text, Loader=StrictLoader)
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        context = f" ({exc.context})" if exc.context else ""
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem}{context}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
+        data = load_file(source)
+    except YamlFileError as exc:
+        raise ConfigError([str(exc)]) from exc
     return parse_config(data, source)
 
 
@@ -254,44 +293,66 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         log_section.value("level", choice("debug", "info", "warning", "error"), "info"),
         log_section.value("format", choice("json", "text"), "json"),
     )
-    for section in (ipam_section, metrics_section, reconcile_section, log_section, root):
+    control_section = root.section("control")
+    control = ControlConfig(control_section.value("group", _group, None))
+    protection_section = root.section("host_protection")
+    protection = HostProtectionConfig(protection_section.value("enabled", boolean, True))
+    discovery = _parse_discovery(root.section("discovery"))
+    for section in (
+        ipam_section,
+        metrics_section,
+        reconcile_section,
+        log_section,
+        control_section,
+        protection_section,
+        root,
+    ):
         section.close()
     if errors.messages:
         raise ConfigError(errors.messages)
-    return Config(source, node, pools, ipam, state_dir, datastore, metrics, reconcile, bgp, log)
+    return Config(
+        source,
+        node,
+        pools,
+        ipam,
+        state_dir,
+        datastore,
+        metrics,
+        reconcile,
+        bgp,
+        log,
+        control,
+        protection,
+        discovery,
+    )
+
+
+def _group(raw: object) -> int:
+    """A group name (looked up now) or a numeric gid."""
+    if isinstance(raw, bool):
+        raise Invalid(f"expected a group name or gid, got {describe(raw)}")
+    if isinstance(raw, int):
+        if not 0 <= raw < 2**32 - 1:
+            raise Invalid(f"gid {raw} is out of range")
+        return raw
+    if not isinstance(raw, str) or not raw:
+        raise Invalid(f"expected a group name or gid, got {describe(raw)}")
+    try:
+        return grp.getgrnam(raw).gr_gid
+    except KeyError:
+        raise Invalid(f"no group named {raw!r} on this host") from None
 
 
 # --- converters for this file's own values ------------------------------------
 
-_asn = integer(1, ASN_MAX, {AS_TRANS: "it is AS_TRANS (RFC 6793), not a real AS number"})
-_hold_time = integer(0, 65535, dict.fromkeys((1, 2), "hold_time must be 0 or 3..65535 (RFC 4271)"))
-
-
-def _name(raw: object) -> str:
-    text = string(raw)
-    if not valid_name(text) or len(text) > MAX_NAME_LEN:
-        raise Invalid(
-            f"{text!r} is not a valid name (letters, digits, '.', '_', '-', starting and "
-            f"ending with a letter or digit, at most {MAX_NAME_LEN} characters)"
-        )
-    return text
-
-
-def _password(raw: object) -> str:
-    # Messages never echo the password, not even a YAML number in its place.
-    text = string(raw if isinstance(raw, str) else "")
-    bad = " ".join(sorted(set(text) & PASSWORD_FORBIDDEN))
-    if not text:
-        raise Invalid("must be a non-empty string (leave the key out for no password)")
-    if len(text) > MAX_PASSWORD_LEN:
-        raise Invalid(f"is {len(text)} characters; TCP MD5 keys are at most {MAX_PASSWORD_LEN}")
-    if not text.isascii():
-        raise Invalid("must be printable ASCII")
-    if text != text.strip():
-        raise Invalid("must not start or end with whitespace")
-    if bad:
-        raise Invalid(f"must not contain {bad} (it is written into daemon configs)")
-    return text
+_asn = limited(whole, limits.asn_error)
+_hold_time = limited(whole, limits.hold_time_error)
+_name = limited(string, limits.node_name_error)
+_password = limited(secret, limits.password_error)
+_port = limited(whole, limits.port_error)
+_ttl = limited(whole, limits.ttl_error)
+_restart_time = limited(whole, limits.restart_time_error)
+_long_lived_stale_time = limited(whole, limits.long_lived_stale_time_error)
 
 
 def _endpoint(raw: object) -> str:
@@ -336,8 +397,9 @@ def _listen(raw: object) -> tuple[str, int]:
             raise ValueError(host)
     except ValueError:
         raise Invalid(f"{text} is not of the form HOST:PORT or [IPV6]:PORT") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise Invalid(f"{text}: port must be 1..65535")
+    message = limits.port_error(int(port)) if port.isdigit() else "is not a number"
+    if message:
+        raise Invalid(f"{text}: port {message}")
     return host, int(port)
 
 
@@ -401,47 +463,93 @@ def _parse_datastore(section: Section, state_dir: Path) -> DatastoreConfig:
     path = section.value("path", absolute_path, None)
     endpoints = section.values("endpoints", _endpoint)
     prefix = section.value("prefix", _key_prefix, "/l3fabric")
+    timeout = section.value("timeout", _store_timeout, 2.0)
+    connect_timeout = section.value("connect_timeout", _store_timeout, min(1.0, timeout))
+    node_ttl = section.value("node_ttl", _node_ttl, 30.0)
+    tls = section.section("tls")
+    ca = tls.value("ca", absolute_path, None)
+    cert = tls.value("cert", absolute_path, None)
+    key = tls.value("key", absolute_path, None)
+    tls.close()
     section.close()
+    if connect_timeout > timeout:
+        section.fail("connect_timeout", f"{connect_timeout} must be at most timeout ({timeout})")
+    if (cert is None) != (key is None):
+        section.fail("tls", "cert and key go together: give both or neither")
     if kind == "file":
-        if section.has("endpoints"):
-            section.fail("endpoints", "not used by datastore.type file; remove it")
-        return DatastoreConfig(kind, path or state_dir / "datastore", (), prefix)
+        for unused in ("endpoints", "tls", "timeout", "connect_timeout"):
+            if section.has(unused):
+                section.fail(unused, "not used by datastore.type file; remove it")
+        return DatastoreConfig(kind, path or state_dir / "datastore", (), prefix, node_ttl=node_ttl)
     if section.has("path"):
         section.fail("path", "not used by datastore.type etcd; remove it")
     if not endpoints and section.errors.clean(section.at("endpoints")):
         section.fail("endpoints", "at least one http://HOST:PORT is required for etcd")
     urls = unique(section.errors, ((path, path, url) for path, url in endpoints))
-    return DatastoreConfig(kind, None, urls, prefix)
+    if tls.present and not all(url.startswith("https://") for url in urls):
+        section.fail("tls", "TLS needs https:// endpoints")
+    return DatastoreConfig(
+        kind, None, urls, prefix, timeout, connect_timeout, ca, cert, key, node_ttl
+    )
 
 
-def _check_timers(section: Section, key: str, hold: tuple[int, str], ka: tuple[int, str]) -> None:
-    """Keepalives must come before the peer's hold timer runs out; a hold
-    time of 0 turns both off. Each timer comes with the path it was set at."""
-    keepalive = f"keepalive {ka[0]} ({ka[1]})"
-    if hold[0] != 0 and ka[0] < 1:
-        section.fail(key, f"{keepalive} must be at least 1 when hold time is {hold[0]} ({hold[1]})")
-    elif hold[0] != 0 and ka[0] >= hold[0]:
-        section.fail(key, f"{keepalive} must be less than hold time {hold[0]} ({hold[1]})")
+def _store_timeout(raw: object) -> float:
+    value = interval(raw)
+    if value > 300:
+        raise Invalid(f"{raw} must be at most 300 seconds")
+    return value
+
+
+def _node_ttl(raw: object) -> float:
+    value = interval(raw)
+    if not 2 <= value <= 3600:
+        raise Invalid(f"{raw} must be 2..3600 seconds (the node lease)")
+    return value
+
+
+def _parse_discovery(section: Section) -> DiscoveryConfig:
+    config = DiscoveryConfig(
+        section.value("enabled", boolean, True),
+        section.value("zone", _zone, "l3fabric.internal"),
+        section.value("prefix", _key_prefix, "/skydns"),
+        section.value("ttl", integer(1, 86400), 5),
+    )
+    section.close()
+    return config
+
+
+def _zone(raw: object) -> str:
+    # Imported here: the datastore package (etcd client included) is not
+    # needed by everything that reads a config.
+    from l3fabric.datastore.skydns import RecordError, check_zone
+
+    try:
+        return check_zone(string(raw))
+    except RecordError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _refuse_unsupported(section: Section, keys: Mapping[str, str]) -> None:
+    """Keys the speaker cannot honour get their reason, not "unknown key"."""
+    for key, why in keys.items():
+        if section.value(key, lambda raw: raw, None) is not None:
+            section.fail(key, f"not supported: {why}; remove it")
 
 
 def _parse_bgp(section: Section, node: NodeConfig) -> BgpConfig:
     enabled = section.value("enabled", boolean, True)
     mesh = section.value("mesh", boolean, True)
     advertise = section.value("advertise", choice("workloads", "blocks"), "workloads")
-    port = section.value("port", integer(1, 65535), 179)
+    port = section.value("port", _port, limits.BGP_PORT)
     hold_time = section.value("hold_time", _hold_time, 90)
-    keepalive = section.value("keepalive", integer(0, 65535), 30)
-    connect_retry = section.value("connect_retry", integer(1, 65535), 5)
-    timers = (hold_time, section.at("hold_time")), (keepalive, section.at("keepalive"))
-    if section.ok("hold_time", "keepalive"):
-        _check_timers(section, "keepalive", *timers)
+    _refuse_unsupported(section, UNSUPPORTED_BGP_KEYS)
     restart = section.section("graceful_restart")
     graceful_restart = GracefulRestartConfig(
         restart.value("enabled", boolean, True),
-        # The restart time is a 12-bit field of the capability (RFC 4724).
-        restart.value("restart_time", integer(1, 4095), 120),
+        restart.value("restart_time", _restart_time, 120),
+        restart.value("long_lived_stale_time", _long_lived_stale_time, 0),
     )
-    peers = _parse_peers(section, node, *timers)
+    peers = _parse_peers(section, node)
     reflector = next((path for path, peer in peers if peer.role == "route-reflector"), None)
     if mesh and reflector is not None:
         section.fail("mesh", f"must be false when route reflectors are configured ({reflector})")
@@ -456,8 +564,6 @@ def _parse_bgp(section: Section, node: NodeConfig) -> BgpConfig:
         advertise,
         port,
         hold_time,
-        keepalive,
-        connect_retry,
         graceful_restart,
         tuple(peer for _, peer in peers),
         import_policy,
@@ -465,12 +571,10 @@ def _parse_bgp(section: Section, node: NodeConfig) -> BgpConfig:
     )
 
 
-def _parse_peers(
-    bgp: Section, node: NodeConfig, hold: tuple[int, str], keepalive: tuple[int, str]
-) -> list[tuple[str, PeerConfig]]:
+def _parse_peers(bgp: Section, node: NodeConfig) -> list[tuple[str, PeerConfig]]:
     peers: list[tuple[str, PeerConfig]] = []
     for path, raw in bgp.items("peers"):
-        peer = _parse_peer(Section.of(bgp.errors, path, raw), node, hold, keepalive)
+        peer = _parse_peer(Section.of(bgp.errors, path, raw), node)
         if peer is not None:
             peers.append((path, peer))
     unique(bgp.errors, ((f"{path}.address", path, peer.address) for path, peer in peers))
@@ -478,25 +582,19 @@ def _parse_peers(
     return peers
 
 
-def _parse_peer(
-    section: Section, node: NodeConfig, bgp_hold: tuple[int, str], bgp_keepalive: tuple[int, str]
-) -> PeerConfig | None:
+def _parse_peer(section: Section, node: NodeConfig) -> PeerConfig | None:
     address = section.value("address", unicast, None, required=True)
     asn = section.value("asn", _asn, None, required=True)
     role = section.value("role", choice(*PEER_ROLES), None, required=True)
     name = section.value("name", _name, None)
     password = section.value("password", _password, None)
-    multihop = section.value("multihop", integer(1, 255), None)
+    multihop = section.value("multihop", _ttl, None)
     passive = section.value("passive", boolean, False)
     local = section.value("local_address", unicast, None)
     hold_time = section.value("hold_time", _hold_time, None)
-    keepalive = section.value("keepalive", integer(0, 65535), None)
     graceful = section.value("graceful_restart", boolean, None)
+    _refuse_unsupported(section, UNSUPPORTED_PEER_KEYS)
     section.close()
-    if section.ok("hold_time", "keepalive") and (hold_time, keepalive) != (None, None):
-        hold = bgp_hold if hold_time is None else (hold_time, section.at("hold_time"))
-        alive = bgp_keepalive if keepalive is None else (keepalive, section.at("keepalive"))
-        _check_timers(section, "hold_time" if keepalive is None else "keepalive", hold, alive)
     if address is None or asn is None or role is None:
         return None
     own = node.ipv4 if address.version == 4 else node.ipv6
@@ -514,7 +612,7 @@ def _parse_peer(
         section.fail("asn", f"{asn} differs from node.asn {node.asn}; {own_as}")
     name = name or _peer_name(address)
     return PeerConfig(
-        address, asn, role, name, password, multihop, passive, local, hold_time, keepalive, graceful
+        address, asn, role, name, password, multihop, passive, local, hold_time, graceful
     )
 
 

@@ -24,8 +24,13 @@ RTPROT_L3FABRIC = 76
 # Host-side veth names are this prefix plus a hash of the workload id. Links
 # with any other name are never touched.
 HOST_IFACE_PREFIX = "l3f"
+# The container end of a pair made for a runtime that moves it itself
+# (Docker): it waits in the node's namespace under this prefix until then.
+RUNTIME_PEER_PREFIX = "l3fcnm"
 IFNAMSIZ = 15  # usable characters, excluding the trailing NUL
-WORKLOAD_IFACE = "eth0"
+WORKLOAD_IFACE = "eth0"  # the container-side interface when nothing else is asked for
+OWNERS = ("cli", "cni", "cnm")  # who made a workload: GC releases only its own kind
+CNI_NAME_PREFIX = "cni-"
 
 # Every workload uses the same link-local gateway, so no address is spent per
 # workload (Calico's 169.254.1.1 trick). For IPv6 the gateway is the host
@@ -38,6 +43,23 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 def valid_name(name: str) -> bool:
     """Names of nodes and workloads: DNS-label-like, no path or control chars."""
     return bool(_NAME_RE.match(name))
+
+
+def valid_ifname(name: str) -> bool:
+    """A Linux interface name: 1..15 characters, not . or .., no /, : or space."""
+    return (
+        0 < len(name) <= IFNAMSIZ
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() for c in name)
+    )
+
+
+def cni_workload_name(container_id: str, ifname: str) -> str:
+    """The workload name of a CNI attachment: a function of its key
+    (container id, ifname) alone, so a retried ADD, a DEL or a CHECK finds the
+    same record, and short and plain whatever the runtime's ids look like."""
+    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
+    return CNI_NAME_PREFIX + digest[:16]
 
 
 def host_iface_name(workload_id: str) -> str:
@@ -75,6 +97,22 @@ class Workload:
     # "dev:inode" of the namespace at add time: a /proc/PID/ns/net path may
     # later name another namespace once the PID is reused; never wire that.
     netns_id: str = field(default="", compare=False)
+    # The container-side interface: part of the wiring, so part of equality.
+    ifname: str = WORKLOAD_IFACE
+    # Who made it and what it is to them; none of this changes the wiring,
+    # so none of it is part of equality or ordering.
+    container_id: str = field(default="", compare=False)  # the CNI attachment key; "" for CLI
+    owner: str = field(default="cli", compare=False)
+    namespace: str = field(default="default", compare=False)
+    pod: str = field(default="", compare=False)
+    labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not valid_ifname(self.ifname):
+            raise ValueError(f"workload {self.name}: ifname {self.ifname!r} is not a valid name")
+        if self.owner not in OWNERS:
+            raise ValueError(f"workload {self.name}: owner {self.owner!r} is not one of {OWNERS}")
+        object.__setattr__(self, "labels", tuple(sorted(self.labels)))
 
     @property
     def host_iface(self) -> str:
@@ -88,18 +126,34 @@ class Workload:
             "addresses": [str(a) for a in self.addresses],
             "host_iface": self.host_iface,
             "netns_id": self.netns_id,
+            "ifname": self.ifname,
+            "container_id": self.container_id,
+            "owner": self.owner,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "labels": {key: value for key, value in self.labels},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Workload:
+        """A record of any version: the fields added for CNI default to what
+        a CLI workload has."""
         addresses = data.get("addresses", [])
         assert isinstance(addresses, list)
+        labels = data.get("labels") or {}
+        assert isinstance(labels, dict)
         return cls(
             name=str(data["name"]),
             node=str(data["node"]),
             netns=str(data["netns"]),
             addresses=tuple(ipaddress.ip_address(str(a)) for a in addresses),
             netns_id=str(data.get("netns_id") or ""),
+            ifname=str(data.get("ifname") or WORKLOAD_IFACE),
+            container_id=str(data.get("container_id") or ""),
+            owner=str(data.get("owner") or "cli"),
+            namespace=str(data.get("namespace") or "default"),
+            pod=str(data.get("pod") or ""),
+            labels=tuple((str(k), str(v)) for k, v in labels.items()),
         )
 
 

@@ -22,6 +22,21 @@ class DatastoreError(Exception):
     """The store cannot do what was asked (I/O failure, corruption, closed)."""
 
 
+class DatastoreUnavailable(DatastoreError):
+    """No endpoint of the store answered in time. Nothing is known to have
+    changed (a write whose answer was lost says so in the message); the caller
+    may try again later. The file backend never raises it."""
+
+
+class LeaseExpired(DatastoreError):
+    """The lease named by a write or a keep-alive has expired, been revoked,
+    or never existed: grant a new one and write again."""
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease:x} has expired or does not exist; grant a new one")
+        self.lease = lease
+
+
 class InvalidKey(DatastoreError, ValueError):
     """A key or prefix that is not well formed."""
 
@@ -56,6 +71,7 @@ class KeyValue:
     key: str
     value: bytes
     version: int  # the store revision of the key's last put; > 0
+    lease: int = 0  # the lease the key lives under; 0 for none
 
 
 @dataclass(frozen=True)
@@ -71,12 +87,24 @@ class Datastore(Protocol):
         """The key's current value, or None when it does not exist."""
         ...
 
-    def put(self, key: str, value: bytes, *, expect_version: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_version: int | None = None,
+        lease: int | None = None,
+    ) -> int:
         """Write a value; returns its new version.
 
         expect_version None writes unconditionally, 0 only if the key is
         absent, n only if the key's current version is n; otherwise raises
         VersionConflict and changes nothing.
+
+        lease attaches the key to a lease from grant_lease (None or 0: no
+        lease): when the lease expires or is revoked the key is deleted, and
+        watchers see a delete event. A write under a dead lease raises
+        LeaseExpired and changes nothing.
         """
         ...
 
@@ -102,6 +130,25 @@ class Datastore(Protocol):
         revision the caller should pass next time, and the events (possibly
         none). Raises WatchCompacted when history before since_revision is gone.
         """
+        ...
+
+    def grant_lease(self, ttl: float) -> int:
+        """A new lease that expires ttl seconds from now unless kept alive;
+        returns its id (> 0). etcd rounds ttl up to whole seconds and may
+        raise it to its minimum."""
+        ...
+
+    def keep_alive(self, lease_id: int) -> float | None:
+        """Restart the lease's ttl; returns the ttl now remaining, or None
+        when the lease has already expired, been revoked or never existed."""
+        ...
+
+    def lease_ttl(self, lease_id: int) -> float | None:
+        """Seconds left before the lease expires, or None as for keep_alive."""
+        ...
+
+    def revoke_lease(self, lease_id: int) -> bool:
+        """End the lease now, deleting its keys; False if it was not alive."""
         ...
 
     def close(self) -> None: ...
@@ -146,6 +193,29 @@ def validate_expect_version(expect_version: object) -> int | None:
     if expect_version < 0:
         raise ValueError(f"expect_version must be >= 0, not {expect_version}")
     return expect_version
+
+
+def validate_lease(lease: object) -> int:
+    """A lease id for put: None and 0 mean no lease."""
+    if lease is None:
+        return 0
+    if not isinstance(lease, int) or isinstance(lease, bool) or lease < 0:
+        raise ValueError(f"lease must be a lease id (an int > 0) or None, not {lease!r}")
+    return lease
+
+
+def validate_lease_id(lease_id: object) -> int:
+    """A lease id for the lease calls: > 0."""
+    lease = validate_lease(lease_id)
+    if lease == 0:
+        raise ValueError("lease id must be > 0")
+    return lease
+
+
+def validate_ttl(ttl: object) -> float:
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= 86400 * 365:
+        raise ValueError(f"lease ttl must be a number of seconds > 0, not {ttl!r}")
+    return float(ttl)
 
 
 def _check_characters(text: str, what: str) -> None:

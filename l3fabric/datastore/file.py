@@ -7,7 +7,8 @@ Layout of the directory (created on first use, not by the constructor):
     rev       40 bytes: applied revision, journal end, journal generation,
               oldest revision still in the journal, crc32 of those
     boot      boot id of the machine that last replayed the journal
-    keys/     one file per key: magic, version, value
+    keys/     one file per key: magic, version, [lease,] value
+    leases/   one file per lease: ttl and deadline (see file_leases.py)
     tmp/      files being written, renamed into keys/ when complete
 
 A write takes the lock, appends a record to the journal and fdatasyncs it
@@ -25,6 +26,10 @@ mid-append, fails its checksum and is cut off: that put never returned, so
 dropping it is correct. Key files are not fsynced one by one; after a power
 cut (a new boot id) the whole journal is replayed instead, and before
 journal records are dropped by compaction everything is flushed with sync().
+
+Leases expire on access: every read, write and watch poll first deletes the
+keys of leases whose deadline has passed (file_leases.py says how that stays
+cheap), so a watcher sees the delete events as it would from etcd.
 """
 
 from __future__ import annotations
@@ -34,117 +39,52 @@ import contextlib
 import fcntl
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
-from urllib.parse import quote, unquote
 
 from l3fabric.datastore.base import (
     DatastoreError,
     InvalidKey,
     KeyValue,
+    LeaseExpired,
     VersionConflict,
     WatchCompacted,
     WatchEvent,
     validate_expect_version,
     validate_key,
+    validate_lease,
+    validate_lease_id,
     validate_prefix,
+    validate_ttl,
 )
+from l3fabric.datastore.file_format import (
+    DELETE,
+    HEAD,
+    JOURNAL_FORMAT,
+    JOURNAL_HEADER,
+    JOURNAL_MAGIC,
+    KEY_FILE,
+    KEY_MAGIC,
+    LEASED_KEY_FILE,
+    LEASED_KEY_MAGIC,
+    PUT,
+    PUT_LEASED,
+    Head,
+    Record,
+    decode_name,
+    decode_records,
+    encode_key,
+    encode_record,
+    key_file_header,
+)
+from l3fabric.datastore.file_leases import LeaseTable
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("<QQQQI4x")  # revision, journal end, generation, base, crc32
-_JOURNAL_HEADER = struct.Struct("<4sIQQ")  # magic, format, generation, base revision
-_JOURNAL_MAGIC = b"L3FJ"
-_JOURNAL_FORMAT = 1
-_RECORD = struct.Struct("<IIQBH")  # payload length, crc32, revision, kind, key length
-_RECORD_CHECKED = struct.Struct("<QBH")  # the header fields the crc covers
-_KEY_FILE = struct.Struct("<4sQ")  # magic, version
-_KEY_MAGIC = b"L3FK"
-_PUT, _DELETE = 1, 2
 _MAX_NAME = 255  # NAME_MAX on every Linux file system we care about
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-@dataclass(frozen=True)
-class _Head:
-    revision: int  # every record up to this one is applied to keys/
-    journal_end: int  # byte offset just past that record
-    generation: int  # bumps when compaction replaces the journal
-    base: int  # the journal holds revisions base+1 .. revision
-
-    def pack(self) -> bytes:
-        fields = (self.revision, self.journal_end, self.generation, self.base)
-        crc = zlib.crc32(struct.pack("<QQQQ", *fields))
-        return _HEAD.pack(*fields, crc)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> _Head | None:
-        if len(data) != _HEAD.size:
-            return None
-        revision, end, generation, base, crc = _HEAD.unpack(data)
-        if zlib.crc32(struct.pack("<QQQQ", revision, end, generation, base)) != crc:
-            return None
-        return cls(revision, end, generation, base)
-
-
-@dataclass(frozen=True)
-class _Record:
-    revision: int
-    kind: int
-    key: str
-    value: bytes
-    end: int  # journal offset just past this record
-
-    def event(self) -> WatchEvent:
-        kind: Literal["put", "delete"] = "put" if self.kind == _PUT else "delete"
-        value = self.value if self.kind == _PUT else None
-        return WatchEvent(kind, self.key, value, self.revision)
-
-
-def encode_key(key: str) -> str:
-    """A file name for a key. The code is prefix-free per character, so a key
-    starts with a prefix exactly when its name starts with the prefix's name,
-    which lets list() filter names without decoding them."""
-    return quote(key, safe="/").replace("~", "%7E").replace("/", "~")
-
-
-def decode_name(name: str) -> str | None:
-    if not name.startswith("~"):
-        return None
-    return unquote(name.replace("~", "/"))
-
-
-def _encode_record(revision: int, kind: int, key: str, value: bytes) -> bytes:
-    key_bytes = key.encode()
-    checked = _RECORD_CHECKED.pack(revision, kind, len(key_bytes))
-    crc = zlib.crc32(value, zlib.crc32(key_bytes, zlib.crc32(checked)))
-    header = _RECORD.pack(len(key_bytes) + len(value), crc, revision, kind, len(key_bytes))
-    return header + key_bytes + value
-
-
-def _decode_records(data: bytes, offset: int) -> Iterator[_Record]:
-    """Complete, intact records from data (which starts at journal offset
-    `offset`); stops at the first torn or damaged one."""
-    pos = 0
-    while pos + _RECORD.size <= len(data):
-        length, crc, revision, kind, key_len = _RECORD.unpack_from(data, pos)
-        start = pos + _RECORD.size
-        stop = start + length
-        if stop > len(data) or key_len > length or kind not in (_PUT, _DELETE):
-            return
-        payload = data[start:stop]
-        checked = _RECORD_CHECKED.pack(revision, kind, key_len)
-        if zlib.crc32(payload, zlib.crc32(checked)) != crc:
-            return
-        key = payload[:key_len].decode(errors="replace")
-        yield _Record(revision, kind, key, payload[key_len:], offset + stop)
-        pos = stop
 
 
 def _boot_id() -> str:
@@ -159,10 +99,16 @@ class FileDatastore:
 
     Safe for many processes and threads at once. The directory is created and
     recovered on first use. A forked child must open its own instance.
+    clock times leases; every instance on one store must use the same one.
     """
 
     def __init__(
-        self, path: Path, *, journal_limit: int = 8192, poll_interval: float = 0.02
+        self,
+        path: Path,
+        *,
+        journal_limit: int = 8192,
+        poll_interval: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if journal_limit < 2:
             raise ValueError(f"journal_limit must be at least 2, not {journal_limit}")
@@ -176,6 +122,8 @@ class FileDatastore:
         self._keys_prefix = f"{self._keys}/"
         self._tmp_prefix = f"{self._tmp}/{os.getpid()}-{id(self):x}-"
         self._journal = self.path / "journal"
+        self._clock = clock
+        self._leases = LeaseTable(self.path / "leases", clock, self._write_file)
         self._journal_limit = journal_limit
         self._poll_interval = poll_interval
         # flock excludes other open files, not other threads sharing ours.
@@ -197,11 +145,13 @@ class FileDatastore:
     def get(self, key: str) -> KeyValue | None:
         name = self._name(validate_key(key))
         self._ready()
+        self._expire_leases()
         return self._read_key_file(self._keys_prefix + name, key)
 
     def list(self, prefix: str) -> list[KeyValue]:
         wanted = encode_key(validate_prefix(prefix))
         self._ready()
+        self._expire_leases()
         found = []
         for name in os.listdir(self._keys):
             if not name.startswith(wanted):
@@ -214,6 +164,8 @@ class FileDatastore:
         return found
 
     def revision(self) -> int:
+        self._ready()
+        self._expire_leases()
         return self._read_head().revision
 
     def watch(
@@ -225,7 +177,9 @@ class FileDatastore:
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
         deadline = time.monotonic() + timeout
+        self._ready()
         while True:
+            self._expire_leases()
             head = self._read_head()
             if since_revision < head.base:
                 raise WatchCompacted(since_revision, head.base)
@@ -246,26 +200,87 @@ class FileDatastore:
 
     # -- writing -----------------------------------------------------------
 
-    def put(self, key: str, value: bytes, *, expect_version: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_version: int | None = None,
+        lease: int | None = None,
+    ) -> int:
         name = self._name(validate_key(key))
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"value for {key} must be bytes, not {type(value).__name__}")
         expected = validate_expect_version(expect_version)
+        lease_id = validate_lease(lease)
+        self._expire_leases()
         with self._writing() as head:
             current = self._read_version(self._keys_prefix + name)
             _check_expected(key, expected, current)
-            return self._commit(head, _PUT, key, bytes(value)).revision
+            if lease_id and self._leases.alive(lease_id) is None:
+                raise LeaseExpired(lease_id)
+            kind = PUT_LEASED if lease_id else PUT
+            return self._commit(head, kind, key, bytes(value), lease_id).revision
 
     def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         name = self._name(validate_key(key))
         expected = validate_expect_version(expect_version)
+        self._expire_leases()
         with self._writing() as head:
             current = self._read_version(self._keys_prefix + name)
             _check_expected(key, expected, current)
             if current is None:
                 return False
-            self._commit(head, _DELETE, key, b"")
+            self._commit(head, DELETE, key, b"")
             return True
+
+    # -- leases ------------------------------------------------------------
+
+    def grant_lease(self, ttl: float) -> int:
+        seconds = validate_ttl(ttl)
+        with self._writing():
+            return self._leases.grant(seconds).lease_id
+
+    def keep_alive(self, lease_id: int) -> float | None:
+        lease_id = validate_lease_id(lease_id)
+        with self._writing():
+            lease = self._leases.alive(lease_id)
+            if lease is None:
+                return None
+            return self._leases.renew(lease).ttl
+
+    def lease_ttl(self, lease_id: int) -> float | None:
+        lease_id = validate_lease_id(lease_id)
+        self._ready()
+        lease = self._leases.alive(lease_id)
+        return None if lease is None else lease.deadline - self._clock()
+
+    def revoke_lease(self, lease_id: int) -> bool:
+        lease_id = validate_lease_id(lease_id)
+        with self._writing() as head:
+            alive = self._leases.alive(lease_id) is not None
+            if self._leases.read(lease_id) is not None:
+                self._drop_lease(head, lease_id)
+            return alive
+
+    def _expire_leases(self) -> None:
+        due = self._leases.due()
+        if not due:
+            return
+        with self._writing() as head:
+            for lease_id in due:
+                if self._leases.alive(lease_id) is None:  # not renewed meanwhile
+                    head = self._drop_lease(head, lease_id)
+
+    def _drop_lease(self, head: Head, lease_id: int) -> Head:
+        """Delete the lease's keys and then the lease. Lock held."""
+        for name in sorted(os.listdir(self._keys)):
+            key = decode_name(name)
+            if key is not None and self._read_lease_of(self._keys_prefix + name) == lease_id:
+                head = self._commit(head, DELETE, key, b"")
+        self._leases.remove(lease_id)
+        log.info("lease expired or revoked", extra={"lease": f"{lease_id:x}"})
+        return head
 
     def close(self) -> None:
         with self._mutex:
@@ -292,7 +307,7 @@ class FileDatastore:
 
     def _initialise(self) -> None:
         try:
-            for directory in (self.path, self._keys, self._tmp):
+            for directory in (self.path, self._keys, self._tmp, self._leases.directory):
                 directory.mkdir(parents=True, exist_ok=True)
             lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -319,7 +334,7 @@ class FileDatastore:
         rev_path = self.path / "rev"
         if not rev_path.exists():
             # Zeros fail the checksum, so recovery rebuilds it from the journal.
-            self._write_file(rev_path, bytes(_HEAD.size))
+            self._write_file(rev_path, bytes(HEAD.size))
         rev_fd = os.open(rev_path, os.O_RDWR | os.O_CLOEXEC)
         try:
             boot_path = self.path / "boot"
@@ -327,6 +342,7 @@ class FileDatastore:
             after_reboot = not boot_path.exists() or boot_path.read_text() != boot
             self._recover(rev_fd, full=after_reboot)
             if after_reboot:
+                self._leases.restart_all()
                 self._write_file(boot_path, boot.encode())
         except BaseException:
             os.close(rev_fd)
@@ -334,7 +350,7 @@ class FileDatastore:
         return rev_fd
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[_Head]:
+    def _writing(self) -> Iterator[Head]:
         self._ready()
         with self._mutex:
             if self._closed or self._lock_fd is None or self._rev_fd is None:
@@ -347,35 +363,37 @@ class FileDatastore:
 
     # -- internals: journal ----------------------------------------------------
 
-    def _recover(self, rev_fd: int, *, full: bool) -> _Head:
+    def _recover(self, rev_fd: int, *, full: bool) -> Head:
         """Bring keys/ and rev up to the journal. Called with the lock held."""
-        head = _Head.unpack(os.pread(rev_fd, _HEAD.size, 0))
+        head = Head.unpack(os.pread(rev_fd, HEAD.size, 0))
         with open(self._journal, "rb") as journal:
-            generation, base = self._journal_header(journal.read(_JOURNAL_HEADER.size))
+            generation, base = self._journal_header(journal.read(JOURNAL_HEADER.size))
             size = os.fstat(journal.fileno()).st_size
             trusted = (
                 not full
                 and head is not None
                 and head.generation == generation
-                and _JOURNAL_HEADER.size <= head.journal_end <= size
+                and JOURNAL_HEADER.size <= head.journal_end <= size
             )
             if trusted and head is not None:
                 if head.journal_end == size:
                     return head
                 start, revision = head.journal_end, head.revision
             else:
-                start, revision = _JOURNAL_HEADER.size, base
+                start, revision = JOURNAL_HEADER.size, base
                 log.info("replaying the whole journal of %s", self.path)
             journal.seek(start)
             data = journal.read(size - start)
         end = start
-        for record in _decode_records(data, start):
+        for record in decode_records(data, start):
             if record.revision != revision + 1:
                 raise DatastoreError(
                     f"journal {self._journal} is damaged: record at offset {end} has "
                     f"revision {record.revision}, expected {revision + 1}"
                 )
-            self._apply(record.kind, record.key, record.value, record.revision, replay=True)
+            self._apply(
+                record.kind, record.key, record.value, record.revision, record.lease, replay=True
+            )
             revision, end = record.revision, record.end
         if end < size:
             log.warning(
@@ -384,18 +402,18 @@ class FileDatastore:
                 self._journal,
             )
             os.truncate(self._journal, end)
-        recovered = _Head(revision, end, generation, base)
+        recovered = Head(revision, end, generation, base)
         os.pwrite(rev_fd, recovered.pack(), 0)
         return recovered
 
-    def _commit(self, head: _Head, kind: int, key: str, value: bytes) -> _Head:
-        record = _encode_record(head.revision + 1, kind, key, value)
+    def _commit(self, head: Head, kind: int, key: str, value: bytes, lease: int = 0) -> Head:
+        record = encode_record(head.revision + 1, kind, key, value, lease)
         fd = self._journal_fd(head.generation)
         if os.pwrite(fd, record, head.journal_end) != len(record):
             raise DatastoreError(f"short write to {self._journal} (file system full?)")
         os.fdatasync(fd)
-        self._apply(kind, key, value, head.revision + 1, replay=False)
-        committed = _Head(
+        self._apply(kind, key, value, head.revision + 1, lease, replay=False)
+        committed = Head(
             head.revision + 1, head.journal_end + len(record), head.generation, head.base
         )
         assert self._rev_fd is not None
@@ -416,19 +434,24 @@ class FileDatastore:
         self._journal_writer = (fd, generation)
         return fd
 
-    def _apply(self, kind: int, key: str, value: bytes, revision: int, *, replay: bool) -> None:
+    def _apply(
+        self, kind: int, key: str, value: bytes, revision: int, lease: int, *, replay: bool
+    ) -> None:
         path = self._keys_prefix + encode_key(key)
         if replay:
             current = self._read_version(path)
             if current is not None and current >= revision:
                 return
-        if kind == _PUT:
-            self._write_file(path, _KEY_FILE.pack(_KEY_MAGIC, revision) + value)
+        if kind == PUT:
+            self._write_file(path, KEY_FILE.pack(KEY_MAGIC, revision) + value)
+        elif kind == PUT_LEASED:
+            header = LEASED_KEY_FILE.pack(LEASED_KEY_MAGIC, revision, lease)
+            self._write_file(path, header + value)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def _compact(self, head: _Head) -> _Head:
+    def _compact(self, head: Head) -> Head:
         """Drop the older half of the journal. Watchers further behind than
         what is kept get WatchCompacted and list again."""
         new_base = head.revision - self._journal_limit // 2
@@ -436,18 +459,18 @@ class FileDatastore:
         # journal was their durable copy. Flush them before dropping it.
         os.sync()
         with open(self._journal, "rb") as journal:
-            journal.seek(_JOURNAL_HEADER.size)
-            data = journal.read(head.journal_end - _JOURNAL_HEADER.size)
+            journal.seek(JOURNAL_HEADER.size)
+            data = journal.read(head.journal_end - JOURNAL_HEADER.size)
         keep_from = next(
-            (r.end for r in _decode_records(data, _JOURNAL_HEADER.size) if r.revision == new_base),
+            (r.end for r in decode_records(data, JOURNAL_HEADER.size) if r.revision == new_base),
             None,
         )
         if keep_from is None:
             raise DatastoreError(f"journal {self._journal} is damaged: revision {new_base} missing")
-        body = data[keep_from - _JOURNAL_HEADER.size :]
+        body = data[keep_from - JOURNAL_HEADER.size :]
         self._write_journal(head.generation + 1, new_base, body)
-        compacted = _Head(
-            head.revision, _JOURNAL_HEADER.size + len(body), head.generation + 1, new_base
+        compacted = Head(
+            head.revision, JOURNAL_HEADER.size + len(body), head.generation + 1, new_base
         )
         assert self._rev_fd is not None
         os.pwrite(self._rev_fd, compacted.pack(), 0)
@@ -455,41 +478,41 @@ class FileDatastore:
         return compacted
 
     def _write_journal(self, generation: int, base: int, body: bytes) -> None:
-        header = _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_FORMAT, generation, base)
+        header = JOURNAL_HEADER.pack(JOURNAL_MAGIC, JOURNAL_FORMAT, generation, base)
         self._write_file(self._journal, header + body, durable=True)
 
     def _journal_header(self, data: bytes) -> tuple[int, int]:
-        if len(data) != _JOURNAL_HEADER.size:
+        if len(data) != JOURNAL_HEADER.size:
             raise DatastoreError(f"journal {self._journal} is truncated")
-        magic, fmt, generation, base = _JOURNAL_HEADER.unpack(data)
-        if magic != _JOURNAL_MAGIC or fmt != _JOURNAL_FORMAT:
+        magic, fmt, generation, base = JOURNAL_HEADER.unpack(data)
+        if magic != JOURNAL_MAGIC or fmt != JOURNAL_FORMAT:
             raise DatastoreError(f"{self._journal} is not an l3fabric journal (format {fmt})")
         return generation, base
 
-    def _read_head(self) -> _Head:
+    def _read_head(self) -> Head:
         rev_fd = self._ready()
         for _ in range(100):
-            head = _Head.unpack(os.pread(rev_fd, _HEAD.size, 0))
+            head = Head.unpack(os.pread(rev_fd, HEAD.size, 0))
             if head is not None:
                 return head
             time.sleep(0.001)  # a writer is halfway through updating it
         raise DatastoreError(f"{self.path / 'rev'} is damaged; run any write to recover it")
 
-    def _read_records(self, head: _Head, since: int) -> builtins.list[_Record] | None:
+    def _read_records(self, head: Head, since: int) -> builtins.list[Record] | None:
         """Records since+1 .. head.revision, or None if the journal changed
         generation between reading rev and opening it."""
         with open(self._journal, "rb") as journal:
-            generation, _ = self._journal_header(journal.read(_JOURNAL_HEADER.size))
+            generation, _ = self._journal_header(journal.read(JOURNAL_HEADER.size))
             if generation != head.generation:
                 return None
             cursor_gen, cursor_rev, cursor_end = self._cursor
             if cursor_gen == generation and cursor_rev <= since:
                 start = cursor_end
             else:
-                start = _JOURNAL_HEADER.size
+                start = JOURNAL_HEADER.size
             journal.seek(start)
             data = journal.read(head.journal_end - start)
-        records = [r for r in _decode_records(data, start) if r.revision > since]
+        records = [r for r in decode_records(data, start) if r.revision > since]
         if not records or records[-1].revision != head.revision:
             raise DatastoreError(
                 f"journal {self._journal} is damaged: revisions up to {head.revision} "
@@ -512,21 +535,25 @@ class FileDatastore:
                 data = f.read()
         except FileNotFoundError:
             return None
-        if len(data) < _KEY_FILE.size or data[:4] != _KEY_MAGIC:
-            raise DatastoreError(f"{path} (key {key}) is not an l3fabric key file")
-        _, version = _KEY_FILE.unpack_from(data)
-        return KeyValue(key, data[_KEY_FILE.size :], version)
+        version, lease, start = key_file_header(data, path)
+        return KeyValue(key, data[start:], version, lease)
 
-    def _read_version(self, path: str) -> int | None:
+    def _read_header(self, path: str) -> tuple[int, int] | None:
         try:
             with open(path, "rb") as f:
-                data = f.read(_KEY_FILE.size)
+                data = f.read(LEASED_KEY_FILE.size)
         except FileNotFoundError:
             return None
-        if len(data) < _KEY_FILE.size or data[:4] != _KEY_MAGIC:
-            raise DatastoreError(f"{path} is not an l3fabric key file")
-        version: int = _KEY_FILE.unpack(data)[1]
-        return version
+        version, lease, _ = key_file_header(data, path)
+        return version, lease
+
+    def _read_version(self, path: str) -> int | None:
+        header = self._read_header(path)
+        return None if header is None else header[0]
+
+    def _read_lease_of(self, path: str) -> int:
+        header = self._read_header(path)
+        return 0 if header is None else header[1]
 
     def _write_file(self, target: str | Path, data: bytes, *, durable: bool = False) -> None:
         """Replace target atomically. Only called with the lock held."""

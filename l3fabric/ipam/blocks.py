@@ -2,8 +2,8 @@
 
 A block record holds a block's affinity and every allocation in it; a handle
 record indexes the blocks that may hold a handle's addresses. Both are JSON in
-the datastore, read and written by l3fabric.ipam with compare-and-swap. The
-errors live here because decoding a damaged record raises one.
+the datastore, read and written by l3fabric.ipam.records, always with
+compare-and-swap.
 """
 
 from __future__ import annotations
@@ -16,30 +16,8 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
 from l3fabric.datastore.base import KeyValue
+from l3fabric.ipam.errors import IpamError
 from l3fabric.model import IPAddress, IPNetwork
-
-
-class IpamError(Exception):
-    """An address cannot be assigned or released; the message says why."""
-
-
-class PoolExhausted(IpamError):
-    pass
-
-
-class AddressNotInPool(IpamError):
-    pass
-
-
-class AddressInUse(IpamError):
-    def __init__(self, address: IPAddress, handle: str, node: str) -> None:
-        super().__init__(f"{address} is in use by handle {handle} (assigned by node {node})")
-        self.address = address
-        self.handle = handle
-
-
-class AffinityConflict(IpamError):
-    """A requested address lies in another node's block under strict affinity."""
 
 
 class PoolLike(Protocol):
@@ -182,3 +160,8 @@ def address_key(address: IPAddress) -> tuple[int, int]:
 
 def network_key(network: IPNetwork) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
+
+
+def pool_of(pools: Sequence[PoolLike], address: IPAddress) -> PoolLike | None:
+    """The pool that holds `address`, or None."""
+    return next((p for p in pools if address in p.cidr), None)
