@@ -1,38 +1,24 @@
 """Reconcile kernel state with desired state, as an explicit diff.
 
-`plan()` is pure: it compares what should exist with what the kernel has and
-returns the operations that close the gap. `apply()` is the one thin layer that
-performs them through a Dataplane. Only objects l3fabric owns ever appear in
-`ActualState` (the data plane filters by route protocol and interface prefix),
-so nothing here can touch a foreign route or link.
+`plan_links()` and `plan_routes()` are pure: they compare what should exist
+with what the kernel has and return the operations that close the gap.
+`apply_links()` is the thin layer that wires and unwires workloads; routes are
+written only by the agent's route table (agent/routetable.py), which plans
+with `plan_routes()`. Only objects l3fabric owns are ever passed in as actual
+state (the data plane filters by route protocol and interface prefix), so
+nothing here can touch a foreign route or link.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from l3fabric.model import IPNetwork, Route, RouteKind, Workload, workload_routes
+from l3fabric.model import IPNetwork, Route, Workload
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    workloads: tuple[Workload, ...] = ()  # the workloads of this node
-    learned: Mapping[IPNetwork, Route] = field(default_factory=dict)
-    # After a restart, before the peers have resent their routes: keep the
-    # kernel's learned-looking routes (via a gateway) that nobody claims yet.
-    keep_unknown_learned: bool = False
-
-
-@dataclass(frozen=True)
-class ActualState:
-    links: frozenset[str] = frozenset()  # owned host interfaces present
-    routes: Mapping[IPNetwork, Route] = field(default_factory=dict)  # owned routes
-    present_netns: frozenset[str] = frozenset()  # workload netns paths that exist
 
 
 @dataclass(frozen=True)
@@ -67,43 +53,53 @@ class Orphan:
     workload: Workload
 
 
-Op = WireWorkload | DeleteLink | ReplaceRoute | DeleteRoute | Orphan
+LinkOp = WireWorkload | DeleteLink | Orphan
+RouteOp = ReplaceRoute | DeleteRoute
 
 
-def plan(desired: DesiredState, actual: ActualState) -> list[Op]:
-    """The operations that turn `actual` into `desired`.
+def plan_links(
+    workloads: Iterable[Workload], links: frozenset[str], present_netns: frozenset[str]
+) -> list[LinkOp]:
+    """The workloads to wire and the owned links to remove.
 
-    Order matters to the applier: links are made before routes point at them,
-    and routes are removed before nothing else depends on them.
+    `links` are the owned host interfaces present; `present_netns` the
+    workload namespaces that still exist (and are still the same ones).
     """
-    ops: list[Op] = []
-    wanted_routes: dict[IPNetwork, Route] = {}
-    # Learned routes first, so that a local workload route for the same
-    # prefix overrides it: a local workload always wins over a peer's claim.
-    wanted_routes.update(desired.learned)
-
-    wanted_links: set[str] = set()
-    for workload in desired.workloads:
+    ops: list[LinkOp] = []
+    wanted: set[str] = set()
+    for workload in workloads:
         iface = workload.host_iface
-        wanted_links.add(iface)
-        if iface not in actual.links:
-            if workload.netns not in actual.present_netns:
-                ops.append(Orphan(workload))
-                continue
+        wanted.add(iface)
+        if iface in links:
+            continue
+        if workload.netns in present_netns:
             ops.append(WireWorkload(workload))
-        for route in workload_routes(workload):
-            wanted_routes[route.prefix] = route
+        else:
+            ops.append(Orphan(workload))
+    ops.extend(DeleteLink(ifname) for ifname in sorted(links - wanted))
+    return ops
 
-    ops.extend(DeleteLink(ifname) for ifname in sorted(actual.links - wanted_links))
 
-    for prefix, route in sorted(wanted_routes.items(), key=_prefix_key):
-        if actual.routes.get(prefix) != route:
-            ops.append(ReplaceRoute(route))
+def plan_routes(
+    desired: Mapping[IPNetwork, Route],
+    actual: Mapping[IPNetwork, Route],
+    *,
+    keep_unknown_learned: bool = False,
+) -> list[RouteOp]:
+    """The route writes that turn `actual` into `desired`, in prefix order.
+
+    With keep_unknown_learned (after a restart, before the peers have resent
+    their routes) a route via a gateway that nothing desires is kept.
+    """
+    ops: list[RouteOp] = [
+        ReplaceRoute(route)
+        for prefix, route in sorted(desired.items(), key=_prefix_key)
+        if actual.get(prefix) != route
+    ]
     ops.extend(
         DeleteRoute(prefix)
-        for prefix in sorted(actual.routes, key=_net_key)
-        if prefix not in wanted_routes
-        and not (desired.keep_unknown_learned and _via_gateway(actual.routes[prefix]))
+        for prefix in sorted(actual, key=_net_key)
+        if prefix not in desired and not (keep_unknown_learned and _via_gateway(actual[prefix]))
     )
     return ops
 
@@ -120,19 +116,11 @@ def _prefix_key(item: tuple[IPNetwork, Route]) -> tuple[int, int, int]:
     return _net_key(item[0])
 
 
-class RouteFailureLike(Protocol):
-    @property
-    def route_prefix(self) -> IPNetwork: ...
-    @property
-    def message(self) -> str: ...
+class LinkWriter(Protocol):
+    """The part of the Dataplane that wires and unwires workloads."""
 
-
-class DataplaneLike(Protocol):
     def attach(self, workload: Workload) -> None: ...
     def detach(self, host_iface: str) -> None: ...
-    def program(
-        self, replace: Sequence[Route], delete: Sequence[IPNetwork]
-    ) -> Sequence[RouteFailureLike]: ...
 
 
 @dataclass
@@ -146,11 +134,10 @@ class ApplyResult:
         self.by_kind[kind] = self.by_kind.get(kind, 0) + n
 
 
-def apply(ops: Iterable[Op], dataplane: DataplaneLike) -> ApplyResult:
-    """Perform planned operations; one failure never stops the others."""
+def apply_links(ops: Iterable[LinkOp], dataplane: LinkWriter) -> ApplyResult:
+    """Perform planned link operations; one failure never stops the others.
+    Routes are written by the agent's route table, never here."""
     result = ApplyResult()
-    replace: list[Route] = []
-    delete: list[IPNetwork] = []
     for op in ops:
         if isinstance(op, WireWorkload):
             try:
@@ -166,24 +153,6 @@ def apply(ops: Iterable[Op], dataplane: DataplaneLike) -> ApplyResult:
                 result.count("delete_link")
             except Exception as exc:
                 result.errors.append(f"delete link {op.ifname}: {exc}")
-        elif isinstance(op, ReplaceRoute):
-            replace.append(op.route)
-        elif isinstance(op, DeleteRoute):
-            delete.append(op.prefix)
         elif isinstance(op, Orphan):
             result.orphans.append(op.workload.name)
-    if replace or delete:
-        failures = dataplane.program(replace, delete)
-        failed = {f.route_prefix for f in failures}
-        for failure in failures:
-            result.errors.append(f"route {failure.route_prefix}: {failure.message}")
-        for route in replace:
-            if route.prefix not in failed:
-                result.applied += 1
-                kind = "local" if route.kind is RouteKind.LOCAL_WORKLOAD else "learned"
-                result.count(f"replace_route_{kind}")
-        done_deletes = sum(1 for prefix in delete if prefix not in failed)
-        result.applied += done_deletes
-        if done_deletes:
-            result.count("delete_route", done_deletes)
     return result

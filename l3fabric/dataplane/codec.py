@@ -41,6 +41,8 @@ NETLINK_GET_STRICT_CHK = 12
 # rtnetlink (linux/rtnetlink.h)
 RTM_NEWLINK = 16
 RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
@@ -56,7 +58,11 @@ RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
+LOOPBACK_IFINDEX = 1  # lo's in every namespace (the kernel's LOOPBACK_IFINDEX)
 IFLA_IFNAME = 3
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_FLAGS = 8
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 
@@ -65,6 +71,7 @@ RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto sc
 RTATTR = struct.Struct("=HH")  # len, type
 RTNEXTHOP = struct.Struct("=HBBi")  # len, flags, hops, ifindex
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 NLMSGERR_CODE = struct.Struct("=i")
 U32 = struct.Struct("=I")
 
@@ -246,6 +253,42 @@ def link_dump_request(seq: int) -> bytes:
     body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
     body += rtattr(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
     return nlmsg(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
+
+
+def addr_dump_request(seq: int, family: int, ifindex: int) -> bytes:
+    """RTM_GETADDR dump of one interface's addresses of one family.
+
+    The kernel filters by interface only on sockets with
+    NETLINK_GET_STRICT_CHK (else it sends every address of the namespace);
+    decode_address() callers filter again, so a lax kernel only costs time.
+    """
+    body = IFADDRMSG.pack(family, 0, 0, 0, ifindex)
+    return nlmsg(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
+
+
+@dataclass(frozen=True)
+class DecodedAddress:
+    family: int
+    prefixlen: int
+    flags: int  # IFA_FLAGS when present (it carries the flags above 8 bits)
+    scope: int
+    index: int
+    address: bytes
+
+
+def decode_address(payload: bytes) -> DecodedAddress:
+    """A RTM_NEWADDR body (ifaddrmsg + attributes) as sent by a dump."""
+    family, prefixlen, flags, scope, index = IFADDRMSG.unpack_from(payload, 0)
+    address = local = b""
+    for attr_type, value in iter_attrs(payload, IFADDRMSG.size):
+        if attr_type == IFA_ADDRESS:
+            address = value
+        elif attr_type == IFA_LOCAL:
+            local = value
+        elif attr_type == IFA_FLAGS:
+            (flags,) = U32.unpack_from(value)
+    # On point-to-point links IFA_ADDRESS is the peer's; IFA_LOCAL is ours.
+    return DecodedAddress(family, prefixlen, flags, scope, index, local or address)
 
 
 @dataclass(frozen=True)

@@ -16,39 +16,43 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from l3fabric.dataplane import codec
-from l3fabric.dataplane.base import DataplaneError, RouteFailure
+from l3fabric.dataplane import codec, hostprotect, netns_guard, partial
+from l3fabric.dataplane.base import DataplaneError, NetnsNotFound, Observed, RouteFailure
+from l3fabric.dataplane.linklocal import LinkLocalReader
 from l3fabric.dataplane.netns import netlink_socket_in, resolve_netns
+from l3fabric.dataplane.onlink import OnLinkReader
 from l3fabric.dataplane.routes import RouteSocket
 from l3fabric.dataplane.sysctl import NODE_SETTINGS, Sysctls, host_iface_settings
+from l3fabric.dataplane.workload_side import read_workload_side
 from l3fabric.model import (
     GATEWAY_V4,
     RTPROT_L3FABRIC,
-    WORKLOAD_IFACE,
+    RUNTIME_PEER_PREFIX,
     IPAddress,
     IPNetwork,
     Route,
     Workload,
     host_prefix,
     is_owned_iface,
-    workload_routes,
 )
 
 log = logging.getLogger(__name__)
 
 IFA_F_NODAD = 0x02
-IFA_F_TENTATIVE = 0x40
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 0x04
+RUNTIME_CONFIGURED = "cnm"  # the owner whose runtime configures the container end
 _TEMP_PREFIX = "l3ftmp"  # not an owned name (is_owned_iface), so never reconciled
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+# Up to this many interfaces named by one program() call are looked up by name.
+_LOOKUP_ONE_BY_ONE = 32
 
 
 class NetlinkDataplane:
@@ -64,6 +68,8 @@ class NetlinkDataplane:
         protocol: int = RTPROT_L3FABRIC,
         sysctls: Sysctls | None = None,
         route_socket: RouteSocket | None = None,
+        link_locals: LinkLocalReader | None = None,
+        on_link: OnLinkReader | None = None,
         link_local_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,6 +80,8 @@ class NetlinkDataplane:
             raise ValueError(
                 f"route socket protocol {self._routes.protocol} differs from {protocol}"
             )
+        self._link_locals = link_locals or LinkLocalReader()
+        self._on_link = on_link or OnLinkReader()
         self._link_local_timeout = link_local_timeout
         self._clock = clock
         self._ipr: IPRoute | None = None
@@ -91,15 +99,34 @@ class NetlinkDataplane:
                 name: index for name, index in self._routes.links().items() if is_owned_iface(name)
             }
 
-    def dump_routes(self) -> list[Route]:
+    def node_links(self) -> dict[str, int]:
         with self._lock:
-            return self._routes.dump()
+            return self._routes.links()
+
+    def dump_routes(self, links: Mapping[str, int] | None = None) -> list[Route]:
+        with self._lock:
+            return self._routes.dump(links)
 
     def program(self, replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[RouteFailure]:
         with self._lock:
-            failures = self._routes.program(replace, delete)
+            failures = self._routes.program(replace, delete, links=self._links_for(replace))
+            if failures:
+                failures = partial.retry_reachable(
+                    replace,
+                    failures,
+                    reachable=partial.gateway_on_link(self._node()),
+                    program=lambda routes: self._routes.program(routes, [], links={}),
+                )
         for failure in failures:
-            log.warning("route programming failed: %s", failure)
+            log.warning(
+                "route programming failed",
+                extra={
+                    "prefix": str(failure.route_prefix),
+                    "op": failure.op,
+                    "errno": failure.errno,
+                    "error": failure.message,
+                },
+            )
         return failures
 
     def local_addresses(self) -> set[IPAddress]:
@@ -110,9 +137,15 @@ class NetlinkDataplane:
                 if msg.get("IFA_ADDRESS")
             }
 
+    def on_link_networks(self) -> frozenset[IPNetwork]:
+        with self._lock:
+            return self._on_link.networks()
+
     def close(self) -> None:
         with self._lock:
             self._routes.close()
+            self._link_locals.close()
+            self._on_link.close()
             if self._ipr is not None:
                 self._ipr.close()
                 self._ipr = None
@@ -129,7 +162,146 @@ class NetlinkDataplane:
                 ) from exc
             except (DataplaneError, OSError) as exc:
                 raise DataplaneError(f"attach {workload.name} ({host}): {exc}") from exc
-        log.info("attached %s as %s", workload.name, host)
+        log.info("attached workload", extra={"workload": workload.name, "iface": host})
+
+    def attach_for_runtime(self, workload: Workload, container_ifname: str) -> None:
+        host = workload.host_iface
+        with self._lock:
+            try:
+                self._attach_for_runtime(workload, host, container_ifname)
+            except NetlinkError as exc:
+                raise DataplaneError(
+                    f"attach {workload.name} ({host}): {os.strerror(exc.code)}"
+                ) from exc
+            except (DataplaneError, OSError) as exc:
+                raise DataplaneError(f"attach {workload.name} ({host}): {exc}") from exc
+        log.info(
+            "attached workload for its runtime",
+            extra={"workload": workload.name, "iface": host, "peer_iface": container_ifname},
+        )
+
+    def _attach_for_runtime(self, workload: Workload, host: str, peer_name: str) -> None:
+        """Both veth ends in the node's namespace, up, the host end set up
+        as for any workload; the runtime moves the other end and configures
+        it. Once moved, the host end is left as it is: its peer is no longer
+        here to check, and the runtime owns it."""
+        ipr = self._node()
+        index = self._link_index(host)
+        peer = self._link_index(peer_name)
+        created = False
+        if index is not None:
+            linked = peer is not None and _peers(ipr, index, peer)
+            if not linked and _peer_here(ipr, index):
+                # The host end's peer is in this namespace under another
+                # name: a half-made pair; start over.
+                ipr.link("del", index=index)
+                index = None
+        if index is None:
+            if peer is not None:
+                raise DataplaneError(f"{peer_name} exists and is not the peer of {host}")
+            with _step(f"create veth {host} with its peer {peer_name}"):
+                ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer_name})
+            index = self._link_index(host)
+            peer = self._link_index(peer_name)
+            if index is None or peer is None:
+                raise DataplaneError(f"{host} or {peer_name} disappeared right after creation")
+            created = True
+        try:
+            self._sysctls.apply(host_iface_settings(host))
+            with _step(f"bring up {host} and {peer_name}"):
+                if peer is not None:
+                    ipr.link("set", index=peer, state="up")
+                ipr.link("set", index=index, state="up")
+            if any(a.version == 4 for a in workload.addresses):
+                # The runtime configures the container end, so no permanent
+                # neighbour for the gateway there (attach's way); proxy ARP
+                # answers for it only when the node routes 169.254.1.1, so
+                # the host end has it itself and answers as for any address.
+                with _step(f"gateway {GATEWAY_V4} on {host}"):
+                    ipr.addr(
+                        "replace",
+                        index=index,
+                        address=str(GATEWAY_V4),
+                        prefixlen=32,
+                        scope=codec.RT_SCOPE_LINK,
+                    )
+            if peer is not None and any(a.version == 6 for a in workload.addresses):
+                self._wait_ready(ipr, ipr, index, peer, host, True)
+        except BaseException:
+            if created:
+                self._remove_half_made(ipr, index, host)
+            raise
+
+    def inspect(self, workload: Workload) -> Observed:
+        with self._lock:
+            try:
+                path = resolve_netns(workload.netns)
+            except NetnsNotFound:
+                # The host end may still be here: a runtime's sandbox that
+                # does not exist yet (Docker's Join comes before it).
+                return self._inspect_host(workload)
+            try:
+                if workload.owner == RUNTIME_CONFIGURED or self._awaits_runtime(
+                    workload.host_iface
+                ):
+                    # Docker moves and configures the container end itself
+                    # (addresses, gateway routes), at a moment of its own:
+                    # the inside of its sandbox is not ours to compare, nor
+                    # to repair while Docker is at it.
+                    return self._inspect_host(workload)
+                return self._inspect(workload, path)
+            except NetlinkError as exc:
+                raise DataplaneError(f"inspect {workload.name}: {os.strerror(exc.code)}") from exc
+
+    def _awaits_runtime(self, host: str) -> bool:
+        """The host veth's peer is still in the node's namespace: made by
+        attach_for_runtime, not yet moved into the sandbox by the runtime."""
+        index = self._link_index(host)
+        return index is not None and _peer_here(self._node(), index)
+
+    def _inspect_host(self, workload: Workload) -> Observed:
+        try:
+            index = self._link_index(workload.host_iface)
+            if index is None:
+                return Observed(netns_present=False)
+            ipr = self._node()
+            mac = ipr.link("get", index=index)[0].get("address")
+            return Observed(False, True, mac, self._link_locals.of(index))
+        except NetlinkError as exc:
+            raise DataplaneError(f"inspect {workload.name}: {os.strerror(exc.code)}") from exc
+
+    def _inspect(self, workload: Workload, path: str) -> Observed:
+        ipr = self._node()
+        host_index = self._link_index(workload.host_iface)
+        host_mac = host_ll = None
+        if host_index is not None:
+            host_mac = ipr.link("get", index=host_index)[0].get("address")
+            host_ll = self._link_locals.of(host_index)
+        side = read_workload_side(path, workload.ifname)
+        if side is None:
+            return Observed(True, host_index is not None, host_mac, host_ll)
+        return Observed(
+            netns_present=True,
+            host_present=host_index is not None,
+            host_mac=host_mac,
+            host_link_local=host_ll,
+            container_present=True,
+            container_mac=side.mac,
+            container_addresses=side.addresses,
+            neighbours=side.neighbours,
+            default_routes=side.default_routes,
+        )
+
+    def ensure_host_protection(
+        self, refused_tcp_ports: Sequence[int] | None, workload_sources: Sequence[IPNetwork] = ()
+    ) -> None:
+        if refused_tcp_ports is None:
+            hostprotect.remove()
+        else:
+            hostprotect.apply(hostprotect.HostProtection.of(refused_tcp_ports, workload_sources))
+
+    def netns_refusal(self, path: str, ifname: str) -> str | None:
+        return netns_guard.refusal(path, ifname)
 
     def detach(self, host_iface: str) -> None:
         if not is_owned_iface(host_iface):
@@ -141,31 +313,34 @@ class NetlinkDataplane:
             stale = self._routes_via(index)
             failures = self._routes.program([], stale)
             if failures:
-                log.warning("detach %s: %d routes not deleted", host_iface, len(failures))
+                log.warning(
+                    "detach left routes behind",
+                    extra={"iface": host_iface, "routes": len(failures)},
+                )
             try:
                 self._node().link("del", index=index)
             except NetlinkError as exc:
                 if exc.code != errno.ENODEV:
                     raise DataplaneError(f"detach {host_iface}: {os.strerror(exc.code)}") from exc
-        log.info("detached %s", host_iface)
+        log.info("detached workload", extra={"iface": host_iface})
 
     # -- attach steps -------------------------------------------------------
 
     def _attach(self, workload: Workload, host: str, path: str) -> None:
         ipr = self._node()
         with _ipr_in(path) as wipr:
-            host_index, created = self._ensure_veth(ipr, wipr, host, path)
+            host_index, created = self._ensure_veth(ipr, wipr, host, path, workload.ifname)
             try:
                 self._sysctls.apply(host_iface_settings(host))
                 mac = ipr.link("get", index=host_index)[0].get("address")
-                peer_index = _workload_iface(ipr, wipr, host_index)
+                peer_index = _workload_iface(ipr, wipr, host_index, workload.ifname)
                 if peer_index is None:
-                    raise DataplaneError(f"{WORKLOAD_IFACE} of {host} vanished from {path}")
-                with _step(f"bring up {host} and its {WORKLOAD_IFACE}"):
+                    raise DataplaneError(f"{workload.ifname} of {host} vanished from {path}")
+                with _step(f"bring up {host} and its {workload.ifname}"):
                     wipr.link("set", index=peer_index, state="up")
-                    wipr.link("set", index=_lo_index(wipr), state="up")
+                    wipr.link("set", index=codec.LOOPBACK_IFINDEX, state="up")
                     ipr.link("set", index=host_index, state="up")
-                _sync_addresses(wipr, peer_index, workload.addresses)
+                _sync_addresses(wipr, peer_index, workload.addresses, workload.ifname)
                 if any(addr.version == 4 for addr in workload.addresses):
                     with _step(f"IPv4 gateway {GATEWAY_V4} in {path}"):
                         _gateway_v4(wipr, peer_index, mac)
@@ -174,27 +349,33 @@ class NetlinkDataplane:
                 if gateway is not None:
                     with _step(f"IPv6 gateway {gateway} in {path}"):
                         _gateway_v6(wipr, peer_index, mac, gateway)
-                self._host_routes(workload, host_index)
             except BaseException:
                 if created:
                     self._remove_half_made(ipr, host_index, host)
                 raise
 
-    def _ensure_veth(self, ipr: IPRoute, wipr: IPRoute, host: str, path: str) -> tuple[int, bool]:
+    def _ensure_veth(
+        self, ipr: IPRoute, wipr: IPRoute, host: str, path: str, ifname: str
+    ) -> tuple[int, bool]:
         """The host veth's ifindex, and whether it was made now."""
         index = self._link_index(host)
         if index is not None:
-            if _workload_iface(ipr, wipr, index) is not None:
+            if _workload_iface(ipr, wipr, index, ifname) is not None:
                 return index, False
-            # Exists, but its peer is not our eth0 in this namespace (a
+            if _peer_here(ipr, index):
+                # attach_for_runtime's pair, the runtime about to move its
+                # end: taking it away would break the runtime's setup.
+                raise DataplaneError(f"{host}'s peer waits in the node's namespace for its runtime")
+            # Exists, but its peer is not our interface in this namespace (a
             # crashed attach, or a moved workload): start over.
-            log.warning("recreating %s: its peer is not %s in %s", host, WORKLOAD_IFACE, path)
-            ipr.link("del", index=index)
-        existing = wipr.link_lookup(ifname=WORKLOAD_IFACE)
-        if existing:
-            raise DataplaneError(
-                f"{path} already has an {WORKLOAD_IFACE} that is not wired to {host}"
+            log.warning(
+                "recreating a veth whose peer is elsewhere",
+                extra={"iface": host, "peer_iface": ifname, "netns": path},
             )
+            ipr.link("del", index=index)
+        existing = wipr.link_lookup(ifname=ifname)
+        if existing:
+            raise DataplaneError(f"{path} already has an {ifname} that is not wired to {host}")
         temp = _TEMP_PREFIX + secrets.token_hex(4)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -207,8 +388,8 @@ class NetlinkDataplane:
             raise DataplaneError(f"{host} disappeared right after it was created")
         try:
             (peer,) = wipr.link_lookup(ifname=temp)
-            with _step(f"rename {temp} to {WORKLOAD_IFACE} in {path}"):
-                wipr.link("set", index=peer, ifname=WORKLOAD_IFACE)
+            with _step(f"rename {temp} to {ifname} in {path}"):
+                wipr.link("set", index=peer, ifname=ifname)
         except BaseException:
             self._remove_half_made(ipr, index, host)
             raise
@@ -227,7 +408,7 @@ class NetlinkDataplane:
         deadline = self._clock() + self._link_local_timeout
         while True:
             up = _oper_up(ipr, index) and _oper_up(wipr, peer)
-            gateway = _link_local(ipr, index) if up and need_v6 else None
+            gateway = self._link_locals.of(index) if up and need_v6 else None
             if up and (gateway is not None or not need_v6):
                 return gateway
             if self._clock() > deadline:
@@ -236,16 +417,6 @@ class NetlinkDataplane:
                     f"{host} did not become {what} within {self._link_local_timeout}s"
                 )
             time.sleep(0.01)
-
-    def _host_routes(self, workload: Workload, index: int) -> None:
-        wanted = workload_routes(workload)
-        keep = {route.prefix for route in wanted}
-        stale = [prefix for prefix in self._routes_via(index) if prefix not in keep]
-        failures = self._routes.program(wanted, stale, links={workload.host_iface: index})
-        if failures:
-            raise DataplaneError(
-                f"host routes for {workload.name}: " + "; ".join(str(f) for f in failures)
-            )
 
     def _routes_via(self, index: int) -> list[IPNetwork]:
         prefixes: list[IPNetwork] = []
@@ -260,7 +431,10 @@ class NetlinkDataplane:
             ipr.link("del", index=index)
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:
-                log.error("could not remove half-made %s: %s", host, os.strerror(exc.code))
+                log.error(
+                    "could not remove a half-made veth",
+                    extra={"iface": host, "error": os.strerror(exc.code)},
+                )
 
     # -- helpers ------------------------------------------------------------
 
@@ -269,9 +443,27 @@ class NetlinkDataplane:
             self._ipr = IPRoute(groups=0)
         return self._ipr
 
+    def _links_for(self, routes: Sequence[Route]) -> dict[str, int] | None:
+        """The ifindex of each interface the routes name. A few are looked up
+        one by one: dumping every link of a node with 10k workload veths takes
+        seconds, which must not happen for each workload added. Many (a full
+        resync) take one dump; None lets the route socket do it."""
+        names = {hop.ifname for route in routes for hop in route.nexthops if hop.ifname}
+        if len(names) > _LOOKUP_ONE_BY_ONE:
+            return None
+        found = {name: self._link_index(name) for name in names}
+        return {name: index for name, index in found.items() if index is not None}
+
     def _link_index(self, name: str) -> int | None:
-        found = self._node().link_lookup(ifname=name)
-        return int(found[0]) if found else None
+        # A get by name, which the kernel answers from its index: pyroute2's
+        # link_lookup dumps every link of the node and filters in Python,
+        # O(N) per call with N workloads.
+        try:
+            return int(self._node().link("get", ifname=name)[0]["index"])
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
 
 
 @contextmanager
@@ -297,26 +489,13 @@ def _oper_up(ipr: IPRoute, index: int) -> bool:
     return bool(ipr.link("get", index=index)[0].get("operstate") == "UP")
 
 
-def _link_local(ipr: IPRoute, index: int) -> IPAddress | None:
-    for msg in ipr.addr("dump", index=index, family=socket.AF_INET6):
-        address = ipaddress.IPv6Address(msg.get("address"))
-        if address in _LINK_LOCAL_V6 and not msg["flags"] & IFA_F_TENTATIVE:
-            return address
-    return None
-
-
-def _lo_index(wipr: IPRoute) -> int:
-    (index,) = wipr.link_lookup(ifname="lo")
-    return int(index)
-
-
-def _workload_iface(ipr: IPRoute, wipr: IPRoute, host_index: int) -> int | None:
-    """eth0's ifindex if it is the peer of the host veth at host_index.
+def _workload_iface(ipr: IPRoute, wipr: IPRoute, host_index: int, ifname: str) -> int | None:
+    """ifname's ifindex if it is the peer of the host veth at host_index.
 
     Both ends name each other's ifindex (IFLA_LINK); checking both ways rules
-    out an unrelated eth0 whose peer merely has the same ifindex elsewhere.
+    out an unrelated interface whose peer merely has the same ifindex elsewhere.
     """
-    found = wipr.link_lookup(ifname=WORKLOAD_IFACE)
+    found = wipr.link_lookup(ifname=ifname)
     if not found:
         return None
     peer: Any = wipr.link("get", index=found[0])[0]
@@ -331,8 +510,34 @@ def _workload_iface(ipr: IPRoute, wipr: IPRoute, host_index: int) -> int | None:
     return int(found[0])
 
 
-def _sync_addresses(wipr: IPRoute, index: int, addresses: Sequence[IPAddress]) -> None:
-    """Exactly the workload's /32 and /128s on eth0 (link-local left alone)."""
+def _peers(ipr: IPRoute, host_index: int, peer_index: int) -> bool:
+    """Two veths of this namespace that name each other as their peer."""
+    host: Any = ipr.link("get", index=host_index)[0]
+    peer: Any = ipr.link("get", index=peer_index)[0]
+    return bool(
+        host.get(("linkinfo", "kind")) == "veth"
+        and peer.get(("linkinfo", "kind")) == "veth"
+        and host.get("link") == peer_index
+        and peer.get("link") == host_index
+        and host.get("link_netnsid") is None
+    )
+
+
+def _peer_here(ipr: IPRoute, host_index: int) -> bool:
+    """The host veth's peer is a runtime's end waiting in this namespace
+    (no IFLA_LINK_NETNSID, and named as attach_for_runtime names it)."""
+    host: Any = ipr.link("get", index=host_index)[0]
+    if host.get("link_netnsid") is not None or not host.get("link"):
+        return False
+    try:
+        peer: Any = ipr.link("get", index=host.get("link"))[0]
+    except NetlinkError:
+        return False
+    return str(peer.get("ifname") or "").startswith(RUNTIME_PEER_PREFIX)
+
+
+def _sync_addresses(wipr: IPRoute, index: int, addresses: Sequence[IPAddress], ifname: str) -> None:
+    """Exactly the workload's /32 and /128s on its interface (link-local left alone)."""
     wanted = {host_prefix(addr) for addr in addresses}
     present: set[IPNetwork] = set()
     for msg in wipr.addr("dump", index=index):
@@ -343,11 +548,11 @@ def _sync_addresses(wipr: IPRoute, index: int, addresses: Sequence[IPAddress]) -
         if prefix in wanted:
             present.add(prefix)
         else:
-            with _step(f"remove stale {address}/{length} from {WORKLOAD_IFACE}"):
+            with _step(f"remove stale {address}/{length} from {ifname}"):
                 wipr.addr("del", index=index, address=address, prefixlen=length)
     for prefix in sorted(wanted - present, key=str):
         flags = IFA_F_NODAD if prefix.version == 6 else 0
-        with _step(f"add {prefix} to {WORKLOAD_IFACE}"):
+        with _step(f"add {prefix} to {ifname}"):
             wipr.addr(
                 "add",
                 index=index,

@@ -27,11 +27,20 @@ class Setting:
 # covers the ones made later. Strict (1) would drop fabric traffic whose
 # return path differs (ECMP, asymmetric BGP paths); loose still drops
 # sources the node has no route to at all.
+# ignore_routes_with_linkdown: a next hop whose link lost carrier (the far
+# end of an uplink failed) is otherwise still chosen for its share of ECMP
+# flows until BGP notices, a hold time later; with it the kernel skips the
+# next hop at once, as it does for a link set down. IPv4 takes
+# max(all, <iface>); IPv6 reads the interface's own value, which `all`
+# overwrites on the existing interfaces and `default` gives the later ones.
 NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("net/ipv4/ip_forward", "1"),
     Setting("net/ipv6/conf/all/forwarding", "1"),
     Setting("net/ipv4/conf/all/rp_filter", "2"),
     Setting("net/ipv4/conf/default/rp_filter", "2"),
+    Setting("net/ipv4/conf/all/ignore_routes_with_linkdown", "1"),
+    Setting("net/ipv6/conf/all/ignore_routes_with_linkdown", "1"),
+    Setting("net/ipv6/conf/default/ignore_routes_with_linkdown", "1"),
 )
 
 
@@ -82,7 +91,7 @@ class Sysctls:
             raise DataplaneError(
                 f"cannot set {setting.key.replace('/', '.')}={setting.value}: {exc.strerror}"
             ) from exc
-        log.debug("set %s=%s", setting.key, setting.value)
+        log.debug("sysctl set", extra={"key": setting.key, "value": setting.value})
 
     def apply(self, settings: tuple[Setting, ...]) -> None:
         for setting in settings:
