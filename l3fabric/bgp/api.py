@@ -18,13 +18,17 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from l3fabric import limits
 from l3fabric.bgp.events import (
     BgpEvent,
     EndOfRibEvent,
+    Family,
+    NegotiatedEvent,
     NotificationEvent,
     PathAttributes,
     PeerState,
     PeerStateEvent,
+    RouteRefresh,
     UpdateEvent,
 )
 from l3fabric.model import IPAddress, IPNetwork
@@ -34,7 +38,6 @@ from l3fabric.model import IPAddress, IPNetwork
 # command limit while giving most of the batching gain.
 DEFAULT_BATCH = 256
 MAX_LINE_LENGTH = 512 * 1024  # ExaBGP drops a helper whose line exceeds 1 MiB
-MAX_UINT32 = 2**32 - 1
 
 # Every character a command we build can contain. Anything else (newline, NUL,
 # quote, semicolon, brace, non-ASCII) is refused before it reaches ExaBGP.
@@ -157,8 +160,10 @@ def _require_address(value: object, what: str) -> None:
 
 
 def _require_uint32(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UINT32:
-        raise ValueError(f"{what} must be an integer in 0..{MAX_UINT32}, not {value!r}")
+    problem = limits.range_error(value, 0, limits.UINT32_MAX)
+    if problem is not None:
+        raise ValueError(f"{what}: {problem}")
+    assert isinstance(value, int)
     return value
 
 
@@ -316,9 +321,7 @@ def parse_answer(line: str) -> str | None:
 # --------------------------------------------------------------------------
 # Messages
 
-_IGNORED_TYPES = frozenset(
-    {"open", "keepalive", "refresh", "operational", "negotiated", "fsm", "signal"}
-)
+_IGNORED_TYPES = frozenset({"open", "keepalive", "refresh", "operational", "fsm", "signal"})
 
 
 def parse_message(line: str) -> list[BgpEvent]:
@@ -359,6 +362,8 @@ def _parse(line: str) -> list[BgpEvent]:
         return _parse_update(data)
     if kind == "notification":
         return _parse_notification(data)
+    if kind == "negotiated":
+        return _parse_negotiated(data)
     # Known types we do not act on, and types a later ExaBGP may add.
     return []
 
@@ -411,8 +416,10 @@ def _parse_state(data: dict[str, Any]) -> list[BgpEvent]:
         if match[1] == "sent":
             # ExaBGP reports what it sent only in the down reason; a received
             # notification arrives as its own message with the peer's text.
+            # It goes first, as a received one does: the RIB must know the
+            # session ended with a NOTIFICATION when it sees the session end.
             events.append(NotificationEvent(peer, "sent", code, subcode, name))
-    events.insert(0, PeerStateEvent(peer, state, reason))
+    events.append(PeerStateEvent(peer, state, reason))
     return events
 
 
@@ -433,6 +440,58 @@ def _parse_notification(data: dict[str, Any]) -> list[BgpEvent]:
             peer, "received" if direction == "receive" else "sent", code, subcode, text
         )
     ]
+
+
+def _parse_negotiated(data: dict[str, Any]) -> list[BgpEvent]:
+    neighbor, peer = _peer(data)
+    body = _obj(neighbor.get("negotiated"), "neighbor.negotiated")
+    hold_time = _ranged(body.get("hold_time"), "negotiated.hold_time", 0, limits.HOLD_TIME_MAX)
+    if 0 < hold_time < limits.HOLD_TIME_MIN:
+        raise ParseError(f"negotiated.hold_time {hold_time} is neither 0 nor at least 3 (RFC 4271)")
+    asn4 = body.get("asn4")
+    if not isinstance(asn4, bool):
+        raise ParseError("negotiated.asn4 is not a boolean")
+    raw_refresh = _str(body.get("refresh"), "negotiated.refresh")
+    if raw_refresh not in {r.value for r in RouteRefresh}:
+        raise ParseError(f"unknown negotiated.refresh {raw_refresh!r}")
+    # RFC 8654: 4096 octets, or up to 65535 with extended messages.
+    size = _ranged(body.get("message_size", 4096), "negotiated.message_size", 4096, 65535)
+    families = _families(body.get("families"), "negotiated.families")
+    add_path = _obj(body.get("add_path", {}), "negotiated.add_path")
+    send = _families(add_path.get("send", []), "negotiated.add_path.send")
+    receive = _families(add_path.get("receive", []), "negotiated.add_path.receive")
+    for direction, listed in (("send", send), ("receive", receive)):
+        if extra := [f.value for f in listed if f not in families]:
+            raise ParseError(
+                f"negotiated.add_path.{direction} has families not negotiated: {extra}"
+            )
+    refresh = RouteRefresh(raw_refresh)
+    return [NegotiatedEvent(peer, hold_time, asn4, families, refresh, send, receive, size)]
+
+
+def _ranged(value: object, what: str, low: int, high: int) -> int:
+    number = _int(value, what)
+    if not low <= number <= high:
+        raise ParseError(f"{what} {number} is out of range {low}..{high}")
+    return number
+
+
+def _families(value: object, what: str) -> tuple[Family, ...]:
+    """The families of a list of "afi safi" names that l3fabric knows, in
+    order, once each; the others are left out."""
+    if not isinstance(value, list):
+        raise ParseError(f"{what} is not a list")
+    known: dict[Family, None] = {}
+    for item in value:
+        name = _str(item, f"{what} entry")
+        afi, _, safi = name.partition(" ")
+        if not afi or not safi or " " in safi:
+            raise ParseError(f"{what} entry {name!r} is not 'AFI SAFI'")
+        try:
+            known[Family(name)] = None
+        except ValueError:
+            continue  # a family this node never offers: nothing of it is ours
+    return tuple(known)
 
 
 def _family(name: str) -> int | None:

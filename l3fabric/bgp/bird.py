@@ -17,12 +17,14 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
+from l3fabric import limits
 from l3fabric.bgp.bird_checks import (
     check,
     check_asn,
     check_bool,
     check_int,
     check_ipv6_next_hop,
+    check_limit,
     check_name,
     check_networks,
     check_password,
@@ -104,7 +106,7 @@ class BirdPeer:
         check_asn(self.asn, f"{where}: asn")
         check_password(self.password, f"{where}: password")
         if self.multihop is not None:
-            check_int(self.multihop, f"{where}: multihop", 1, 255)
+            check_limit(limits.ttl_error(self.multihop), f"{where}: multihop")
         for flag in ("rr_client", "passive", "accept_all"):
             check_bool(getattr(self, flag), f"{where}: {flag}")
         check_timers(self.hold_time, self.keepalive, f"{where}: ")
@@ -140,7 +142,7 @@ class BirdRange:
         check_bool(self.rr_client, f"{where}: rr_client")
         check_password(self.password, f"{where}: password")
         if self.multihop is not None:
-            check_int(self.multihop, f"{where}: multihop", 1, 255)
+            check_limit(limits.ttl_error(self.multihop), f"{where}: multihop")
         check_ipv6_next_hop(self.ipv6_next_hop, self.cidr.version, f"{where}: ipv6_next_hop")
         _check_next_hop(self.next_hop, f"{where}: next_hop")
 
@@ -200,12 +202,12 @@ class BirdConfig:
             )
         check_timers(self.hold_time, self.keepalive, "")
         check_bool(self.graceful_restart, "graceful_restart")
-        check_int(self.restart_time, "restart_time", 1, 4095)  # a 12-bit field in BGP
+        check_limit(limits.restart_time_error(self.restart_time), "restart_time")
         if self.kernel_export is not None:
             check_bool(self.kernel_export, "kernel_export")
         check_bool(self.ecmp, "ecmp")
         if self.kernel_metric is not None:
-            check_int(self.kernel_metric, "kernel_metric", 0, 2**32 - 1)
+            check_int(self.kernel_metric, "kernel_metric", 0, limits.UINT32_MAX)
         check_int(self.scan_time, "scan_time", 1, 3600)
         if self.log_file is not None:
             text = str(self.log_file)

@@ -1,7 +1,9 @@
 """Input checks for the BIRD configuration values (l3fabric.bgp.bird).
 
 Each raises ValueError naming the field, so that nothing which could change
-the meaning of a generated file reaches a template.
+the meaning of a generated file reaches a template. AS numbers, passwords
+and timers follow l3fabric.limits, as the node config and the ExaBGP
+renderer do; names here are BIRD symbols, which have their own rule.
 """
 
 from __future__ import annotations
@@ -9,12 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from l3fabric import limits
 from l3fabric.model import IPNetwork
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-# TCP-MD5 keys are at most 80 bytes (TCP_MD5SIG_MAXKEYLEN).
-PASSWORD_RE = re.compile(r"[\x20-\x7e]{1,80}")
-MAX_ASN = 2**32 - 1
 
 
 def check(ok: bool, where: str, message: str) -> None:
@@ -33,20 +33,18 @@ def check_name(name: object, where: str) -> None:
     )
 
 
+def check_limit(problem: str | None, where: str) -> None:
+    """One of l3fabric.limits' checks: problem is its message, or None."""
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+
+
 def check_asn(asn: object, where: str) -> None:
-    check(
-        isinstance(asn, int) and not isinstance(asn, bool) and 1 <= asn <= MAX_ASN,
-        where,
-        f"{asn!r} is not an AS number (1..{MAX_ASN})",
-    )
+    check_limit(limits.asn_error(asn), where)
 
 
 def check_int(value: object, where: str, low: int, high: int) -> None:
-    check(
-        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-        where,
-        f"{value!r} must be an integer in {low}..{high}",
-    )
+    check_limit(limits.range_error(value, low, high), where)
 
 
 def check_bool(value: object, where: str) -> None:
@@ -54,31 +52,18 @@ def check_bool(value: object, where: str) -> None:
 
 
 def check_password(password: object, where: str) -> None:
-    if password is None:
-        return
-    check(isinstance(password, str), where, "must be a string")
-    assert isinstance(password, str)
-    check(
-        bool(PASSWORD_RE.fullmatch(password)) and '"' not in password and "\\" not in password,
-        where,
-        "must be 1-80 printable ASCII characters without '\"', '\\' or newlines",
-    )
+    if password is not None:
+        check_limit(limits.password_error(password), where)
 
 
 def check_timers(hold: object, keepalive: object, where: str) -> None:
-    # BGP allows a hold time of 0 (no keepalives), but a fabric must notice a
-    # dead peer, so 0 is refused along with the RFC 4271 minimum of 3.
+    """hold and keepalive may be None (the session takes the defaults); a
+    keepalive alone is checked against the longest hold time."""
     if hold is not None:
-        check_int(hold, f"{where}hold_time", 3, 65535)
+        check_limit(limits.hold_time_error(hold), f"{where}hold_time")
     if keepalive is not None:
-        check_int(keepalive, f"{where}keepalive", 1, 21845)
-    if isinstance(hold, int) and isinstance(keepalive, int):
-        check(
-            keepalive * 3 <= hold,
-            f"{where}keepalive",
-            f"{keepalive} must be at most a third of hold_time {hold}, so that two "
-            "lost keepalives do not drop the session",
-        )
+        longest = hold if isinstance(hold, int) else limits.HOLD_TIME_MAX
+        check_limit(limits.keepalive_error(keepalive, longest), f"{where}keepalive")
 
 
 def check_ipv6_next_hop(next_hop: object, session_version: int, where: str) -> None:

@@ -56,9 +56,14 @@ class Hello:
     dropped: int  # lines dropped since the bridge started
 
 
-def command_line(socket_path: Path, python: str = sys.executable) -> list[str]:
+def command_line(
+    socket_path: Path, python: str = sys.executable, orphan_grace: float | None = None
+) -> list[str]:
     """How ExaBGP runs the bridge: with the absolute interpreter of the agent."""
-    return [python, "-m", "l3fabric.bgp.bridge", "--socket", str(socket_path)]
+    command = [python, "-m", "l3fabric.bgp.bridge", "--socket", str(socket_path)]
+    if orphan_grace is not None:
+        command += ["--orphan-grace", f"{orphan_grace:g}"]
+    return command
 
 
 def hello_line(pid: int, ppid: int, dropped: int) -> str:
@@ -149,8 +154,12 @@ class Bridge:
         stdout: BinaryIO,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         clock: Callable[[], float] = time.monotonic,
+        orphan_grace: float | None = None,
+        on_orphaned: Callable[[], None] = lambda: None,
     ) -> None:
         self._socket_path = socket_path
+        self._orphan_grace = orphan_grace
+        self._on_orphaned = on_orphaned
         self._stdin = stdin
         self._stdout = stdout
         self._buffer = LineBuffer(max_buffered)
@@ -190,13 +199,22 @@ class Bridge:
 
     def _send_loop(self) -> None:
         backoff = _BACKOFF_MIN
+        unreachable_since: float | None = None
         while not self._done.is_set():
             conn = self._connect()
             if conn is None:
+                now = self._clock()
+                unreachable_since = unreachable_since if unreachable_since is not None else now
+                grace = self._orphan_grace
+                if grace is not None and now - unreachable_since >= grace:
+                    _log(f"the agent has been gone for {grace:g}s: stopping ExaBGP")
+                    self._on_orphaned()
+                    return
                 self._done.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             backoff = _BACKOFF_MIN
+            unreachable_since = None
             closed = threading.Event()
             reader = threading.Thread(
                 target=self._socket_to_stdout, args=(conn, closed), name="bridge-recv", daemon=True
@@ -367,7 +385,7 @@ class BridgeServer:
             except OSError as exc:
                 if self._stopping.is_set():
                     return
-                log.warning("accepting a bridge connection failed: %s", exc)
+                log.warning("accepting a bridge connection failed", extra={"error": str(exc)})
                 self._stopping.wait(0.1)
                 continue
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
@@ -397,7 +415,10 @@ class BridgeServer:
         hello = parse_hello(first.decode("ascii", "replace"))
         peer_pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if hello is None or hello.pid != peer_pid[0]:
-            log.warning("refused a bridge connection without a valid hello: %r", first[:100])
+            log.warning(
+                "refused a bridge connection without a valid hello",
+                extra={"first_line": repr(first[:100]), "peer_pid": peer_pid[0]},
+            )
             return None
         gap = ""
         previous: socket.socket | None = None
@@ -446,10 +467,30 @@ def _close(sock: socket.socket) -> None:
         sock.close()
 
 
+def stop_parent_exabgp() -> None:
+    """The agent died and did not come back: stop the ExaBGP that runs us,
+    so a node without its agent does not announce for ever. Only if our
+    parent still is an ExaBGP (not a reused pid)."""
+    parent = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"exabgp" in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(parent, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="unix socket served by the supervisor")
     parser.add_argument("--max-buffered", type=int, default=DEFAULT_MAX_BUFFERED)
+    parser.add_argument(
+        "--orphan-grace",
+        type=float,
+        default=None,
+        help="seconds without the agent after which ExaBGP is stopped (default: never)",
+    )
     args = parser.parse_args(argv)
     if args.max_buffered < 1:
         parser.error("--max-buffered must be at least 1")
@@ -460,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         stdin=sys.stdin.buffer,
         stdout=sys.stdout.buffer,
         max_buffered=args.max_buffered,
+        orphan_grace=args.orphan_grace,
+        on_orphaned=stop_parent_exabgp,
     )
     code = bridge.run()
     # Daemon threads may be blocked in recv/connect; do not wait for them.

@@ -63,6 +63,50 @@ class NotificationEvent:
     message: str
 
 
+class Family(enum.Enum):
+    """The (AFI, SAFI) pairs l3fabric knows, by ExaBGP's names for them."""
+
+    IPV4_UNICAST = "ipv4 unicast"
+    IPV6_UNICAST = "ipv6 unicast"
+
+    @property
+    def afi(self) -> int:
+        return 4 if self is Family.IPV4_UNICAST else 6
+
+
+class RouteRefresh(enum.Enum):
+    """Route refresh as negotiated: RFC 2918 (normal) or RFC 7313 (enhanced)."""
+
+    ABSENT = "absent"
+    NORMAL = "normal"
+    ENHANCED = "enhanced"
+
+
+@dataclass(frozen=True)
+class NegotiatedEvent:
+    """What the OPEN exchange with a peer settled on. ExaBGP sends it when it
+    accepts the peer's OPEN, before the session is Established; it holds for
+    that session only.
+
+    `families` are the ones both ends offered and l3fabric knows (a family we
+    do not know is left out, as UpdateEvent leaves out its routes); add-path
+    lists the families where it was negotiated, per direction."""
+
+    peer: IPAddress
+    hold_time: int  # the lower of both offers; 0: no keepalives, no hold timer
+    asn4: bool
+    families: tuple[Family, ...]
+    route_refresh: RouteRefresh
+    add_path_send: tuple[Family, ...] = ()
+    add_path_receive: tuple[Family, ...] = ()
+    message_size: int = 4096  # 65535 with extended messages (RFC 8654)
+
+    @property
+    def keepalive_interval(self) -> int:
+        # ExaBGP sends keepalives every third of the negotiated hold time.
+        return self.hold_time // 3
+
+
 @dataclass(frozen=True)
 class SpeakerRestarted:
     """The speaker process was (re)started: every advertisement must be
@@ -71,4 +115,11 @@ class SpeakerRestarted:
     generation: int
 
 
-BgpEvent = PeerStateEvent | UpdateEvent | EndOfRibEvent | NotificationEvent | SpeakerRestarted
+BgpEvent = (
+    PeerStateEvent
+    | UpdateEvent
+    | EndOfRibEvent
+    | NotificationEvent
+    | NegotiatedEvent
+    | SpeakerRestarted
+)

@@ -8,13 +8,13 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from l3fabric.bgp import api
-from l3fabric.model import IPAddress, valid_name
+from l3fabric import limits
+from l3fabric.model import IPAddress
 
 
 def _template_dir() -> Path:
@@ -34,10 +34,6 @@ FAMILIES = ("ipv4", "ipv6")
 
 # What may appear in a path or argument rendered into `run ...;` unquoted.
 _SAFE_ARG_RE = re.compile(r"^[A-Za-z0-9_./+=-]+$")
-# md5-password and description are rendered inside double quotes; ExaBGP's
-# tokenizer unescapes backslashes and ends a string at any quote.
-# At most 80 characters: RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN.
-_MD5_RE = re.compile(r"^[\x21\x23-\x26\x28-\x5b\x5d-\x7e]{1,80}$")
 
 
 @dataclass(frozen=True)
@@ -55,45 +51,47 @@ class NeighborSpec:
     families: tuple[str, ...] = FAMILIES
     hold_time: int = 90
     passive: bool = False
-    md5_password: str | None = None
+    # Rendered inside double quotes (limits.password_error); never in a repr,
+    # so never in a log line or an error message.
+    md5_password: str | None = field(default=None, repr=False)
     multihop_ttl: int | None = None  # rendered as outgoing-ttl
     graceful_restart: int | None = None  # seconds advertised in the capability
 
     def __post_init__(self) -> None:
-        peer, local, md5, asn = self.peer_address, self.local_address, self.md5_password, 2**32 - 1
-        problems = {
-            "peer_address and local_address must be IP addresses of one family": _is_ip(peer)
-            and _is_ip(local)
-            and local.version == peer.version,
-            f"peer_as and local_as must be 1..{asn}": _int_in(self.peer_as, 1, asn)
-            and (self.local_as is None or _int_in(self.local_as, 1, asn)),
-            "name is not a valid name": isinstance(self.name, str) and valid_name(self.name),
-            "router_id must be an IPv4Address": self.router_id is None
-            or isinstance(self.router_id, ipaddress.IPv4Address),
-            f"families must be a non-empty tuple from {FAMILIES}": isinstance(self.families, tuple)
+        for key, problem in self._problems():
+            if problem is not None:
+                raise ValueError(f"neighbor {self.peer_address}: {key}: {problem}")
+
+    def _problems(self) -> Iterable[tuple[str, str | None]]:
+        peer, local = self.peer_address, self.local_address
+        same_family = _is_ip(peer) and _is_ip(local) and local.version == peer.version
+        yield (
+            "peer_address",
+            None if same_family else "it and local_address must be IP addresses of one family",
+        )
+        yield "peer_as", limits.asn_error(self.peer_as)
+        yield "local_as", None if self.local_as is None else limits.asn_error(self.local_as)
+        yield "name", limits.name_error(self.name)
+        rid_ok = self.router_id is None or isinstance(self.router_id, ipaddress.IPv4Address)
+        yield "router_id", None if rid_ok else "must be an IPv4Address"
+        families_ok = (
+            isinstance(self.families, tuple)
             and 0 < len(set(self.families)) == len(self.families)
-            and set(self.families) <= set(FAMILIES),
-            "hold_time must be 0 or 3..65535": _int_in(self.hold_time, 0, 0)
-            or _int_in(self.hold_time, 3, 65535),
-            "passive must be a bool": isinstance(self.passive, bool),
-            "md5_password must be 1..80 printable ASCII characters, no space, quote or "
-            "backslash": md5 is None or (isinstance(md5, str) and bool(_MD5_RE.match(md5))),
-            "multihop_ttl must be 1..255": self.multihop_ttl is None
-            or _int_in(self.multihop_ttl, 1, 255),
-            "graceful_restart must be 0..4095 seconds": self.graceful_restart is None
-            or _int_in(self.graceful_restart, 0, 4095),
-        }
-        for problem, ok in problems.items():
-            if not ok:
-                raise ValueError(f"neighbor {peer}: {problem} ({self!r})")
+            and set(self.families) <= set(FAMILIES)
+        )
+        yield "families", None if families_ok else f"must be a non-empty tuple from {FAMILIES}"
+        yield "hold_time", limits.hold_time_error(self.hold_time)
+        yield "passive", None if isinstance(self.passive, bool) else "must be a bool"
+        md5 = self.md5_password
+        yield "md5_password", None if md5 is None else limits.password_error(md5)
+        ttl = self.multihop_ttl
+        yield "multihop_ttl", None if ttl is None else limits.ttl_error(ttl)
+        gr = self.graceful_restart
+        yield "graceful_restart", None if gr is None else limits.restart_time_error(gr)
 
 
 def _is_ip(value: object) -> bool:
     return isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address)
-
-
-def _int_in(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def render_config(
@@ -102,17 +100,17 @@ def render_config(
     router_id: ipaddress.IPv4Address,
     local_as: int,
     bridge_command: Sequence[str],
-    port: int = 179,
+    port: int = limits.BGP_PORT,
     template_dir: Path = TEMPLATE_DIR,
 ) -> str:
     """The ExaBGP configuration for these neighbours, deterministic for a
     given set (order of `neighbors` does not matter)."""
     if not isinstance(router_id, ipaddress.IPv4Address):
         raise ValueError(f"router_id must be an IPv4Address, not {router_id!r}")
-    if not _int_in(local_as, 1, api.MAX_UINT32):
-        raise ValueError(f"local_as must be an AS number in 1..{api.MAX_UINT32}, not {local_as!r}")
-    if not _int_in(port, 1, 65535):
-        raise ValueError(f"port must be 1..65535, not {port!r}")
+    checks = (("local_as", limits.asn_error(local_as)), ("port", limits.port_error(port)))
+    for key, problem in checks:
+        if problem is not None:
+            raise ValueError(f"{key}: {problem}")
     command = list(bridge_command)
     if not command or not command[0].startswith("/"):
         raise ValueError(f"bridge_command must start with an absolute path: {command!r}")

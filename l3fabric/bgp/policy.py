@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
+from l3fabric import limits
 from l3fabric.bgp.events import PathAttributes
 from l3fabric.model import IPAddress, IPNetwork
 
@@ -30,18 +31,22 @@ COVERS_LOCAL_WORKLOAD = "covers-local-workload"
 OUTSIDE_POOLS = "outside-pools"
 BAD_NEXT_HOP = "bad-next-hop"
 NEXT_HOP_SELF = "next-hop-self"
+UNREACHABLE_NEXT_HOP = "unreachable-next-hop"
 AS_LOOP = "as-loop"
+BAD_FIRST_AS = "bad-first-as"
 REJECT_REASONS: tuple[str, ...] = (
     DEFAULT_ROUTE,
     COVERS_LOCAL_WORKLOAD,
     OUTSIDE_POOLS,
     BAD_NEXT_HOP,
     NEXT_HOP_SELF,
+    UNREACHABLE_NEXT_HOP,
     AS_LOOP,
+    BAD_FIRST_AS,
 )
 
-MAX_ASN = 4_294_967_295
 DEFAULT_MAX_PREFIXES = 10_000
+_MAX_CACHED_NEXT_HOPS = 4096
 MAX_MAX_PREFIXES = 10_000_000
 
 _NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
@@ -49,8 +54,9 @@ _ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
 def _check_asn(what: str, asn: object) -> None:
-    if isinstance(asn, bool) or not isinstance(asn, int) or not 1 <= asn <= MAX_ASN:
-        raise ValueError(f"{what} must be an integer in 1..{MAX_ASN}, got {asn!r}")
+    problem = limits.asn_error(asn)
+    if problem is not None:
+        raise ValueError(f"{what}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class PeerInfo:
 
     max_prefixes None means "use ImportPolicy.max_prefixes"; graceful_restart_time
     None means the peer's routes are dropped the moment its session drops.
+    long_lived_stale_time (seconds, RFC 9494 applied locally): when the restart
+    time runs out, the still-stale routes are kept this much longer as
+    long-lived stale, losing to any other path; None or 0 sweeps them then.
+    It applies only with a graceful_restart_time.
     """
 
     address: IPAddress
@@ -67,6 +77,7 @@ class PeerInfo:
     local_asn: int
     max_prefixes: int | None = None
     graceful_restart_time: float | None = None
+    long_lived_stale_time: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, _ADDRESS_TYPES):
@@ -95,6 +106,11 @@ class PeerInfo:
                 f"peer {self.address}: graceful_restart_time must be a positive number of "
                 f"seconds or None, got {gr!r}"
             )
+        llst = self.long_lived_stale_time
+        if llst is not None:
+            problem = limits.long_lived_stale_time_error(llst)
+            if problem is not None:
+                raise ValueError(f"peer {self.address}: long_lived_stale_time: {problem}")
 
     @property
     def external(self) -> bool:
@@ -124,6 +140,10 @@ class ImportPolicy:
         prefix equal to or covering one of them.
     node_addresses: this node's own underlay addresses; a route whose next hop
         is one of them would loop back to us.
+    on_link: the networks this node reaches without a gateway (its
+        interfaces' subnets and link-scope routes). The kernel only takes a
+        gateway inside one of them, so a next hop outside them can never be
+        installed. None: not known, next hops are not checked against them.
     """
 
     allow_default: bool = False
@@ -134,9 +154,15 @@ class ImportPolicy:
     local_addresses: frozenset[IPAddress] = frozenset()
     borrowed_addresses: frozenset[IPAddress] = frozenset()
     node_addresses: tuple[IPAddress, ...] = ()
+    on_link: tuple[IPNetwork, ...] | None = None
     # Sorted integer form of local_addresses per IP version, for O(log n)
     # "does this prefix contain a local address" questions.
     _local_index: dict[int, list[int]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    # next hop -> on an on-link network: a peer sends thousands of routes
+    # with one next hop, and on_link does not change for this object.
+    _on_link_verdicts: dict[IPAddress, bool] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -156,6 +182,8 @@ class ImportPolicy:
         object.__setattr__(
             self, "node_addresses", tuple(_addresses("node_addresses", self.node_addresses))
         )
+        if self.on_link is not None:
+            object.__setattr__(self, "on_link", _networks("on_link", self.on_link))
         index: dict[int, list[int]] = {4: [], 6: []}
         for address in local:
             index[address.version].append(int(address))
@@ -208,6 +236,15 @@ class ImportPolicy:
     def in_pools(self, prefix: IPNetwork) -> bool:
         return _inside_any(prefix, self.pools)
 
+    def _next_hop_on_link(self, next_hop: IPAddress) -> bool:
+        verdict = self._on_link_verdicts.get(next_hop)
+        if verdict is None:
+            assert self.on_link is not None
+            if len(self._on_link_verdicts) >= _MAX_CACHED_NEXT_HOPS:
+                self._on_link_verdicts.clear()  # a peer churning next hops
+            verdict = self._on_link_verdicts[next_hop] = _address_inside_any(next_hop, self.on_link)
+        return verdict
+
     def evaluate(self, prefix: IPNetwork, attrs: PathAttributes, peer: PeerInfo) -> str | None:
         """None to accept, otherwise the first reason in REJECT_REASONS that applies."""
         is_default = prefix.prefixlen == 0
@@ -229,8 +266,19 @@ class ImportPolicy:
             return BAD_NEXT_HOP
         if attrs.next_hop in self.node_addresses:
             return NEXT_HOP_SELF
+        # RFC 4271 6.3: a next hop on no shared subnet is semantically
+        # incorrect. Accepted, it would win best path and then fail in the
+        # kernel ("Nexthop has invalid gateway") on every pass, while a
+        # usable path for the same prefix stayed out.
+        if self.on_link is not None and not self._next_hop_on_link(attrs.next_hop):
+            return UNREACHABLE_NEXT_HOP
         if peer.external and peer.local_asn in attrs.as_path:
             return AS_LOOP
+        # RFC 4271 6.3: an external peer's path starts with the peer's own AS.
+        # One that leaves it out (or sends an empty path) would tie with an
+        # iBGP path on length and then win as eBGP: a hijack of any workload.
+        if peer.external and (not attrs.as_path or attrs.as_path[0] != peer.asn):
+            return BAD_FIRST_AS
         return None
 
 
@@ -268,6 +316,10 @@ def _inside_any(prefix: IPNetwork, containers: tuple[IPNetwork, ...]) -> bool:
         ):
             return True
     return False
+
+
+def _address_inside_any(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,6 +1,6 @@
 """The values the RIB hands out: the action it asks the agent to take
 (TearDown), the route changes to program, and snapshots of received routes
-and of peers. l3fabric.bgp.rib re-exports them."""
+and of peers, and the orders they are listed in."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from l3fabric.bgp.events import PathAttributes
 from l3fabric.model import IPAddress, IPNetwork, Route
 
 SessionState = Literal["idle", "up", "down", "torn-down"]
+# A held path: as sent, stale (kept through a graceful restart) or
+# long-lived stale (kept past the restart time, least preferred; RFC 9494).
+PathState = Literal["fresh", "stale", "long-lived-stale"]
+
+
+def net_key(net: IPNetwork) -> tuple[int, int, int]:
+    """Numeric order of prefixes (IPv4 first), for stable listings."""
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def addr_key(addr: IPAddress) -> tuple[int, int]:
+    """Numeric order of addresses (IPv4 first)."""
+    return (addr.version, int(addr))
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,15 @@ class ReceivedRoute:
     attrs: PathAttributes
     accepted: bool
     reason: str | None  # the policy that rejected it; None when accepted
-    stale: bool
+    stale: bool  # stale or long-lived stale
     best: bool  # this path contributes a next hop to the installed route
+    long_lived_stale: bool = False
+
+    @property
+    def state(self) -> PathState:
+        if self.long_lived_stale:
+            return "long-lived-stale"
+        return "stale" if self.stale else "fresh"
 
     def to_dict(self) -> dict[str, object]:
         a = self.attrs
@@ -58,6 +78,7 @@ class ReceivedRoute:
             "accepted": self.accepted,
             "reason": self.reason,
             "stale": self.stale,
+            "state": self.state,
             "best": self.best,
         }
 
@@ -65,7 +86,8 @@ class ReceivedRoute:
 @dataclass(frozen=True)
 class PeerStats:
     """A snapshot of one peer. received/accepted/rejected/stale count the
-    prefixes held now; updates, withdrawals and teardowns count since start."""
+    prefixes held now (long_lived_stale: those of the stale ones kept past
+    the restart time); updates, withdrawals and teardowns count since start."""
 
     address: IPAddress
     kind: str
@@ -81,6 +103,7 @@ class PeerStats:
     withdrawals: int
     teardowns: int
     last_down_reason: str
+    long_lived_stale: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -94,6 +117,7 @@ class PeerStats:
             "accepted": self.accepted,
             "rejected": dict(self.rejected),
             "stale": self.stale,
+            "long_lived_stale": self.long_lived_stale,
             "announcements": self.announcements,
             "withdrawals": self.withdrawals,
             "teardowns": self.teardowns,
