@@ -20,6 +20,8 @@ SOCKET_ENV = "L3FABRIC_SOCKET"
 DEFAULT_SOCKET = Path("/var/lib/l3fabric/agent.sock")
 MAX_MESSAGE = 64 * 1024 * 1024  # a workload list of a big node still fits
 DEFAULT_TIMEOUT = 120.0
+# The advice AgentUnreachable's message ends with, for someone at a shell.
+UNREACHABLE_HINT = f"(is it running? --socket or ${SOCKET_ENV} picks another)"
 
 
 class ControlError(Exception):
@@ -32,12 +34,18 @@ class ControlError(Exception):
 
 
 class AgentUnreachable(ControlError):
+    """No agent answers at `path`. `message` ends with `hint`, the advice
+    for someone who typed an l3fabric command on this host; str() and `brief`
+    leave it out, for callers where it does not apply (the lab runner probing
+    its nodes' agents says which node instead)."""
+
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            "unreachable",
-            f"cannot reach the l3fabric agent at {path}: {reason} "
-            f"(is it running? --socket or ${SOCKET_ENV} picks another)",
-        )
+        self.path = path
+        self.reason = reason
+        self.brief = f"cannot reach the l3fabric agent at {path}: {reason}"
+        self.hint = UNREACHABLE_HINT
+        super().__init__("unreachable", f"{self.brief} {self.hint}")
+        self.args = (self.brief,)
 
 
 def default_socket_path() -> Path:

@@ -1,54 +1,68 @@
-"""The node agent: wires config, datastore, IPAM and data plane together.
+"""The node agent's lifecycle: start, serve, reload, reconcile, stop.
 
 Everything that changes state runs on one WorkLoop thread. Signal handlers
-only set flags; the loop acts on them between work items.
+only set flags; the loop acts on them between work items. The parts are
+passed in (agent/main.py builds the real ones), so the constructor does no I/O.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from l3fabric import logs
+from l3fabric.agent import health
 from l3fabric.agent.bgp import BgpService, Speaker
+from l3fabric.agent.discovery import Discovery
+from l3fabric.agent.handlers import handlers
 from l3fabric.agent.http import HealthServer
 from l3fabric.agent.loop import WorkLoop
 from l3fabric.agent.metrics import Metrics
-from l3fabric.agent.server import ControlServer, Handler, RequestError
+from l3fabric.agent.node_reconcile import NodeReconciler, ReconcilePasses, still_there
+from l3fabric.agent.registry import DatastoreHealth, NodeRegistration
+from l3fabric.agent.reload import ReloadHistory, config_changes, reload_problems
+from l3fabric.agent.routetable import RouteTable
+from l3fabric.agent.server import ControlServer
+from l3fabric.agent.status import node_status
 from l3fabric.agent.workloads import WorkloadManager
-from l3fabric.bgp.exabgp import ExabgpSpeaker
-from l3fabric.config import Config, ConfigError, load_config, restart_required
-from l3fabric.dataplane import Dataplane
-from l3fabric.dataplane.netns import netns_identity, netns_present
-from l3fabric.datastore.base import Datastore
-from l3fabric.ipam import Ipam
-from l3fabric.model import NodeRecord, RouteKind, Workload
-from l3fabric.reconcile import ActualState, DesiredState, apply, plan
+from l3fabric.config import Config, ConfigError, load_config
+from l3fabric.dataplane import Dataplane, DataplaneError
+from l3fabric.datastore.base import Datastore, DatastoreError
+from l3fabric.datastore.keys import KeyLayout
+from l3fabric.ipam.allocator import Ipam
+from l3fabric.model import NodeRecord, Route, Workload
 
 log = logging.getLogger(__name__)
 
-# After a failed reconcile the next pass comes sooner than the interval.
-RETRY_AFTER_ERROR = 1.0
-# How long after start readiness waits for every peer (then: at least one).
-READINESS_GRACE = 60.0
 # How often per-peer gauges are refreshed from the BGP state.
 METRICS_INTERVAL = 2.0
-# How long an HTTP readiness probe waits for the work loop.
-PROBE_TIMEOUT = 5.0
 
 
 @dataclass
 class _Flags:
     stop: bool = False
     reload: bool = False
+
+
+def _install_signal_handlers(flags: _Flags) -> None:
+    """Handlers only set flags; the loop acts on them between work items."""
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        flags.stop = True
+
+    def on_reload(signum: int, _frame: FrameType | None) -> None:
+        flags.reload = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
 
 
 class Agent:
@@ -59,47 +73,85 @@ class Agent:
         store: Datastore,
         dataplane: Dataplane,
         metrics: Metrics,
+        speaker_factory: Callable[[Config], Speaker],
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         config_loader: Callable[[str], Config] = load_config,
-        speaker_factory: Callable[[Config], Speaker] | None = None,
     ) -> None:
         self.config = config
-        self._store = store
+        self.store = store
+        self.keys = KeyLayout(config.datastore.prefix)
         self._dataplane = dataplane
         self._metrics = metrics
         self._clock = clock
         self._wall_clock = wall_clock
         self._load_config = config_loader
         self._flags = _Flags()
+        self._reloads = ReloadHistory()
         self._loop = WorkLoop(clock)
         self._started_at = clock()
         self._control: ControlServer | None = None
+        self._stopping = threading.Event()
+        self._registration: NodeRegistration | None = None
+        self._store_health = DatastoreHealth(
+            metrics.datastore_up, on_back=lambda: self._on_datastore_back()
+        )
         self._http: HealthServer | None = None
-        self._last_reconcile: dict[str, Any] = {}
-        self._reconcile_pending = False
+        self._ipam_exported_at: int | None = None  # the store's revision then
+        self.route_table = RouteTable(dataplane, metrics=metrics, clock=clock)
+        self._passes = ReconcilePasses(
+            NodeReconciler(dataplane, self.route_table, clock=clock),
+            loop=self._loop,
+            metrics=metrics,
+            wall_clock=wall_clock,
+            workloads=lambda: tuple(self.workloads.list()),
+            # Until the peers have resent their routes after a restart, the
+            # kernel's learned routes are better than none: keep them.
+            keep_learned=lambda: self.bgp is not None and not self.bgp.synced(),
+            after_pass=self._after_pass,
+        )
+        self._probes = health.Probes(
+            self._loop,
+            clock=clock,
+            reconciled=lambda: bool(self._passes.last),
+            datastore_error=lambda: self.datastore_error,
+            bgp=lambda: self.bgp,
+        )
         self.ipam = self._make_ipam(config)
         self.workloads = self._make_workloads(config)
-        self.bgp: BgpService | None = None
-        if config.bgp.enabled:
-            factory = speaker_factory or _exabgp_speaker
-            self.bgp = BgpService(
+        self.discovery = (
+            Discovery(
+                store,
+                config.discovery,
+                self.keys,
+                workloads=lambda: self.workloads.list(),
+                lease=lambda: self._registration.lease if self._registration else 0,
+                errors=metrics.discovery_errors,
+                present=still_there,
+            )
+            if config.discovery.enabled
+            else None
+        )
+        self.bgp = (
+            BgpService(
                 config,
-                speaker=factory(config),
+                speaker=speaker_factory(config),
                 store=store,
-                dataplane=dataplane,
+                route_table=self.route_table,
+                local_addresses=dataplane.local_addresses,
                 loop=self._loop,
                 metrics=metrics,
                 clock=clock,
                 wall_clock=wall_clock,
                 on_synced=lambda: self._loop.submit(self.reconcile),
             )
-
-    # -- construction helpers (no I/O) --------------------------------------
+            if config.bgp.enabled
+            else None
+        )
 
     def _make_ipam(self, config: Config) -> Ipam:
         return Ipam(
-            self._store,
+            self.store,
             config.node.name,
             config.pools,
             strict_affinity=config.ipam.strict_affinity,
@@ -109,10 +161,10 @@ class Agent:
     def _make_workloads(self, config: Config) -> WorkloadManager:
         return WorkloadManager(
             node=config.node.name,
-            store=self._store,
+            store=self.store,
             ipam=self.ipam,
             dataplane=self._dataplane,
-            key_prefix=config.datastore.prefix,
+            keys=self.keys,
             on_change=self._after_workload_change,
         )
 
@@ -120,7 +172,7 @@ class Agent:
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Kernel routes stay in place."""
-        self._install_signal_handlers()
+        _install_signal_handlers(self._flags)
         try:
             self.start()
             self._loop.run(lambda: not self._flags.stop, self._between)
@@ -133,26 +185,44 @@ class Agent:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         # The socket first: a second agent for the same node must stop here,
         # before it touches the node record, the sysctls or the kernel.
-        control = ControlServer(cfg.socket_path, self._loop, self._handlers())
+        control = ControlServer(
+            cfg.socket_path, self._loop, handlers(self), group=cfg.control.group
+        )
         control.start()
         self._control = control
-        self._register_node()
+        node = cfg.node
+        self._registration = NodeRegistration(
+            self.store,
+            self.keys,
+            NodeRecord(node.name, node.asn, node.ipv4, node.ipv6),
+            ttl=cfg.datastore.node_ttl,
+            on_state=lambda up, why: self._loop.submit(lambda: self._store_health.set(up, why)),
+            stopping=self._stopping,
+            on_lease=lambda lease: self._loop.submit(
+                lambda: self.discovery.lease_changed() if self.discovery else None
+            ),
+        )
+        self._registration.register()
+        self._registration.start()
+        if self.discovery is not None:
+            self.discovery.watch_services(self._loop.submit, self._stopping)
         self._dataplane.ensure_sysctls()
+        self._protect_host()
         self._metrics.config_last_reload.set(self._wall_clock())
         if cfg.metrics.enabled:
             self._http = HealthServer(
                 cfg.metrics.listen_host,
                 cfg.metrics.listen_port,
                 self._metrics.registry,
-                self.liveness,
-                self._readiness_from_http,
+                self._probes.liveness,
+                self._probes.readiness_from_http,
             )
             self._http.start()
         self.reconcile()
         if self.bgp is not None:
             self.bgp.start()
             self._advertise_all()
-        self._loop.call_later(cfg.reconcile.interval, self._periodic_reconcile)
+        self._passes.every(lambda: self.config.reconcile.interval)
         self._loop.call_later(METRICS_INTERVAL, self._periodic_metrics)
         log.info(
             "agent started",
@@ -160,6 +230,11 @@ class Agent:
         )
 
     def stop(self) -> None:
+        # The node's lease is left to expire: a restarting agent registers
+        # again before it does, and its peers keep its routes meanwhile.
+        self._stopping.set()
+        if self._registration is not None:
+            self._registration.join(timeout=5)
         if self.bgp is not None:
             self.bgp.stop()
         if self._control is not None:
@@ -170,116 +245,118 @@ class Agent:
             self._http = None
         self._loop.drain()
         self._dataplane.close()
-        self._store.close()
+        self.store.close()
         log.info("agent stopped", extra={"node": self.config.node.name})
-
-    def _install_signal_handlers(self) -> None:
-        def on_stop(signum: int, _frame: FrameType | None) -> None:
-            self._flags.stop = True
-
-        def on_reload(signum: int, _frame: FrameType | None) -> None:
-            self._flags.reload = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_reload)
 
     def _between(self) -> None:
         if self._flags.reload:
             self._flags.reload = False
             try:
-                self.reload()
+                self.reload()  # its outcome is logged, counted and in `status`
             except Exception:
                 self._metrics.config_reload_errors.inc()
-                log.exception("config reload failed half-way; run `l3fabric reconcile` or restart")
+                log.exception("config reload failed; run `l3fabric reconcile` or restart")
 
-    def _register_node(self) -> None:
-        node = self.config.node
-        record = NodeRecord(node.name, node.asn, node.ipv4, node.ipv6)
-        key = f"{self.config.datastore.prefix}/nodes/{node.name}"
-        self._store.put(key, json.dumps(record.to_dict(), sort_keys=True).encode())
+    def _on_datastore_back(self) -> None:
+        # Whatever changed meanwhile (mesh members, records) is read again.
+        log.info("datastore back, resyncing")
+        if self.bgp is not None:
+            self.bgp.refresh_neighbors()
+        self.reconcile()
+
+    @property
+    def datastore_error(self) -> str | None:
+        """None while the datastore answers."""
+        return self._store_health.error
 
     # -- config reload ---------------------------------------------------------
 
-    def reload(self) -> bool:
-        """Load the config file again; a bad file keeps the running config."""
+    def reload(self) -> dict[str, Any]:
+        """Load the config file again; a bad file keeps the running config,
+        and nothing is swapped until every part has accepted the new one."""
+        checks = [("bgp", self.bgp.check_config)] if self.bgp is not None else []
         try:
             new = self._load_config(self.config.source)
-            changed = restart_required(self.config, new)
-            if changed:
-                raise ConfigError(
-                    [
-                        f"{new.source}: {key}: changed; takes effect only on restart"
-                        for key in changed
-                    ]
-                )
+            errors = reload_problems(self.config, new, checks)
         except ConfigError as exc:
+            errors = list(exc.errors)
+        if errors:
             self._metrics.config_reload_errors.inc()
+            self._reloads.rejected(errors, self._wall_clock())
             log.error(
-                "config reload rejected, keeping the running config", extra={"errors": exc.errors}
+                "config reload rejected, keeping the running config", extra={"errors": errors}
             )
-            return False
+            return {"reloaded": False, "changed": [], "errors": errors, **self._reloads.as_dict()}
+        changed = config_changes(self.config, new)
         if self.bgp is not None:
-            self.bgp.reconfigure(new)  # the part that can fail: before anything is swapped
+            self.bgp.reconfigure(new)
         self.config = new
         self.ipam = self._make_ipam(new)
         self.workloads = self._make_workloads(new)
         logs.setup(new.log.level, new.log.format)
         self._metrics.config_last_reload.set(self._wall_clock())
-        log.info("config reloaded", extra={"source": new.source})
+        self._reloads.taken(self._wall_clock())
+        log.info("config reloaded", extra={"source": new.source, "changed": changed})
         self.reconcile()
-        return True
+        return {"reloaded": True, "changed": changed, "errors": [], **self._reloads.as_dict()}
 
     # -- reconcile -------------------------------------------------------------
 
-    def _periodic_reconcile(self) -> None:
-        try:
-            self.reconcile()
-        finally:
-            self._loop.call_later(self.config.reconcile.interval, self._periodic_reconcile)
+    def reconcile(self, *, look_inside_all: bool = False) -> dict[str, Any]:
+        """One pass now (start-up, after a reload, `l3fabric reconcile`).
+        A pass looks inside a share of the workloads' namespaces in turn;
+        only an operator's `l3fabric reconcile` looks inside every one, as
+        that costs a netlink conversation per workload."""
+        return self._passes.run(look_inside_all=look_inside_all)
 
-    def reconcile(self) -> dict[str, Any]:
-        """One pass: desired (datastore + learned routes) against the kernel."""
-        started = self._clock()
-        workloads = tuple(self.workloads.list())
-        actual = ActualState(
-            links=frozenset(self._dataplane.owned_links()),
-            routes={r.prefix: r for r in self._dataplane.dump_routes()},
-            present_netns=frozenset(w.netns for w in workloads if _still_there(w)),
-        )
-        learned = self.bgp.learned_routes() if self.bgp is not None else {}
-        # Until the peers have resent their routes after a restart, the
-        # kernel's learned routes are better than none: keep them.
-        keep_learned = self.bgp is not None and not self.bgp.synced()
-        ops = plan(DesiredState(workloads, learned, keep_unknown_learned=keep_learned), actual)
-        result = apply(ops, self._dataplane)
-        duration = self._clock() - started
-        self._metrics.reconcile_duration.observe(duration)
-        for kind, count in result.by_kind.items():
-            self._metrics.drift_repaired.labels(kind).inc(count)
-        if result.errors:
-            self._metrics.reconcile_errors.inc(len(result.errors))
-            log.warning("reconcile had errors", extra={"errors": result.errors[:20]})
-            if not self._reconcile_pending:
-                self._reconcile_pending = True
-                self._loop.call_later(RETRY_AFTER_ERROR, self._retry_reconcile)
-        if result.applied or result.orphans:
-            log.info(
-                "reconciled",
-                extra={"repaired": result.by_kind, "orphans": result.orphans, "seconds": duration},
-            )
-        self._update_gauges(workloads, len(learned))
+    def _protect_host(self) -> None:
+        cfg = self.config
+        ports: list[int] | None = None
+        if cfg.host_protection.enabled:
+            ports = [cfg.bgp.port] if cfg.bgp.enabled else []
+            if cfg.metrics.enabled:
+                ports.append(cfg.metrics.listen_port)
+        try:
+            self._dataplane.ensure_host_protection(ports, [p.cidr for p in cfg.pools])
+        except DataplaneError as exc:
+            self._metrics.reconcile_errors.inc()
+            log.error("workload-to-host protection not applied", extra={"error": str(exc)})
+
+    def _after_pass(self, workloads: tuple[Workload, ...]) -> None:
+        self._protect_host()
+        self._metrics.workloads.set(len(workloads))
         self._export_ipam()
         if self.bgp is not None:
+            self._refresh_on_link(self.bgp)
             self._advertise_all(workloads)
-        self._last_reconcile = {
-            "at": self._wall_clock(),
-            "seconds": round(duration, 6),
-            "repaired": result.by_kind,
-            "errors": result.errors,
-            "orphans": result.orphans,
-        }
-        return self._last_reconcile
+        if self.discovery is not None:
+            # Once the pass has recorded its report, which names the orphans.
+            self._loop.submit(lambda: self._resync_discovery(workloads))
+
+    def _export_ipam(self) -> None:
+        """IPAM's gauges, read from the whole store: only when the store has
+        changed since the last export (its revision), not on every pass."""
+        try:
+            revision = self.store.revision()
+            if revision == self._ipam_exported_at:
+                return
+            self._metrics.export_ipam(self.ipam)
+            self._ipam_exported_at = revision
+        except DatastoreError as exc:
+            log.warning("exporting IPAM metrics failed", extra={"error": str(exc)})
+
+    def _refresh_on_link(self, bgp: BgpService) -> None:
+        try:
+            networks = self._dataplane.on_link_networks()
+        except (DataplaneError, OSError) as exc:
+            # Keep judging next hops by the networks last read.
+            log.warning("reading the on-link networks failed", extra={"error": str(exc)})
+            return
+        bgp.set_on_link(networks)
+
+    def _resync_discovery(self, workloads: tuple[Workload, ...]) -> None:
+        if self.discovery is not None:
+            self.discovery.resync(workloads, self._passes.last.get("orphans", ()))
 
     def _periodic_metrics(self) -> None:
         try:
@@ -288,204 +365,53 @@ class Agent:
         finally:
             self._loop.call_later(METRICS_INTERVAL, self._periodic_metrics)
 
-    def _export_ipam(self) -> None:
-        m = self._metrics
-        report = self.ipam.show()
-        for pool in report.get("pools", []):
-            m.ipam_pool_size.labels(pool["cidr"]).set(pool["size"])
-            m.ipam_in_use.labels(pool["cidr"]).set(pool["used"])
-        m.ipam_blocks_owned.set(len(self.ipam.owned_blocks()))
-        m.ipam_borrowed.set(len(self.ipam.borrowed()))
-
-    def _retry_reconcile(self) -> None:
-        self._reconcile_pending = False
-        self.reconcile()
-
-    def _update_gauges(self, workloads: Sequence[Workload], learned: int) -> None:
-        m = self._metrics
-        m.workloads.set(len(workloads))
-        local = sum(len(w.addresses) for w in workloads)
-        m.routes_programmed.labels(RouteKind.LOCAL_WORKLOAD.value).set(local)
-        m.routes_programmed.labels(RouteKind.LEARNED.value).set(learned)
-
-    def _advertise_all(self, workloads: Sequence[Workload] | None = None) -> None:
+    def _advertise_all(self, workloads: tuple[Workload, ...] | None = None) -> None:
         assert self.bgp is not None
         if workloads is None:
-            workloads = self.workloads.list()
+            workloads = tuple(self.workloads.list())
         blocks = self.ipam.owned_blocks() if self.config.bgp.advertise == "blocks" else []
         self.bgp.set_advertisements(workloads, blocks)
 
     def _after_workload_change(self, added: Workload | None, removed: Workload | None) -> None:
+        # The host route first, then the announcement: a peer never learns a
+        # route to a workload this node cannot yet deliver to.
+        self.route_table.workload_changed(added, removed)
+        result = self.route_table.flush()
+        if result.failures:
+            self._metrics.reconcile_errors.inc(len(result.failures))
+            self._passes.retry_soon()
         if self.bgp is not None:
             self.bgp.workload_changed(added, removed, self.workloads.list, self.ipam.owned_blocks)
-        delta = (len(added.addresses) if added else 0) - (len(removed.addresses) if removed else 0)
+        # Names last: a name never resolves before its address is routed.
+        if self.discovery is not None:
+            self.discovery.workload_changed(added, removed)
         self._metrics.workloads.inc(1 if added else -1)
-        self._metrics.routes_programmed.labels(RouteKind.LOCAL_WORKLOAD.value).inc(delta)
 
-    # -- probes ------------------------------------------------------------------
+    # -- probes and views ----------------------------------------------------------
 
     def liveness(self) -> tuple[bool, str]:
-        stalled = self._clock() - self._loop.last_iteration
-        if stalled > 30:
-            return False, f"work loop stalled for {stalled:.0f}s"
-        return True, "ok"
-
-    def _readiness_from_http(self) -> tuple[bool, str]:
-        """Readiness reads the loop's state, so it is computed on the loop."""
-        try:
-            return self._loop.call(self.readiness, timeout=PROBE_TIMEOUT)
-        except TimeoutError:
-            return False, f"work loop did not answer within {PROBE_TIMEOUT:.0f}s"
-        except RuntimeError as exc:
-            return False, str(exc)
+        return self._probes.liveness()
 
     def readiness(self) -> tuple[bool, str]:
-        """calico-node's rule for BIRD: within a grace period after start all
-        configured peers must be Established; after it, at least one."""
-        if not self._last_reconcile:
-            return False, "no reconcile pass yet"
-        bgp = self.bgp
-        if bgp is None or bgp.neighbor_count == 0:
-            return True, "ok"
-        if bgp.speaker_pid is None:
-            return False, "ExaBGP is not running"
-        in_grace = self._clock() - self._started_at < READINESS_GRACE
-        if in_grace and not bgp.all_established():
-            return False, "not all BGP peers are Established yet"
-        if not bgp.any_established():
-            return False, "no BGP peer is Established"
-        return True, "ok"
-
-    # -- control API -------------------------------------------------------------
-
-    def _handlers(self) -> dict[str, Handler]:
-        return {
-            "workload.add": self._workload_add,
-            "workload.del": self._workload_del,
-            "workload.list": lambda p: [w.to_dict() for w in self.workloads.list()],
-            "ipam.show": lambda p: self.ipam.show(),
-            "ipam.check": self._ipam_check,
-            "reconcile": lambda p: self.reconcile(),
-            "status": lambda p: self.status(),
-            "routes": self._routes,
-            "health": lambda p: self.health(),
-        }
+        return self._probes.readiness()
 
     def health(self) -> dict[str, Any]:
-        live, live_reason = self.liveness()
-        ready, ready_reason = self.readiness()
-        return {
-            "live": live,
-            "live_reason": live_reason,
-            "ready": ready,
-            "ready_reason": ready_reason,
-        }
+        return self._probes.health()
 
-    def _routes(self, params: dict[str, Any]) -> dict[str, Any]:
-        view = params.get("view", "programmed")
-        if view == "programmed":
-            routes = sorted(
-                self._dataplane.dump_routes(),
-                key=lambda r: (r.family, int(r.prefix.network_address), r.prefix.prefixlen),
-            )
-            return {
-                "view": view,
-                "routes": [
-                    {
-                        "prefix": str(r.prefix),
-                        "nexthops": [str(nh) for nh in r.nexthops],
-                        "kind": "local"
-                        if all(nh.gateway is None for nh in r.nexthops)
-                        else "learned",
-                    }
-                    for r in routes
-                ],
-            }
-        if self.bgp is None:
-            raise RequestError("invalid", "BGP is disabled on this node")
-        if view == "advertised":
-            return {"view": view, "routes": self.bgp.advertised()}
-        if view == "received":
-            peer = params.get("peer")
-            if peer is not None and not isinstance(peer, str):
-                raise RequestError("invalid", "peer must be an address")
-            try:
-                address = ipaddress.ip_address(peer) if peer is not None else None
-            except ValueError:
-                raise RequestError("invalid", f"--peer {peer!r} is not an IP address") from None
-            if address is not None and not self.bgp.is_peer(address):
-                raise RequestError("not-found", f"--peer {peer} is not a configured BGP peer")
-            return {"view": view, "routes": self.bgp.received(peer)}
-        raise RequestError("invalid", f"unknown routes view {view!r}")
-
-    def _workload_add(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = _str_param(params, "name")
-        netns = _str_param(params, "netns")
-        ips = params.get("ips") or []
-        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
-            raise RequestError("invalid", "ips must be a list of strings")
-        return self.workloads.add(name, netns, ips).to_dict()
-
-    def _workload_del(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self.workloads.delete(_str_param(params, "name")).to_dict()
-
-    def _ipam_check(self, params: dict[str, Any]) -> dict[str, Any]:
-        prefix = self.config.datastore.prefix
-        live: dict[str, set[str]] = {}
-        for kv in self._store.list(f"{prefix}/workloads/"):
-            node, _, name = kv.key[len(prefix) + len("/workloads/") :].partition("/")
-            live.setdefault(node, set()).add(name)
-        nodes = {kv.key.rsplit("/", 1)[-1] for kv in self._store.list(f"{prefix}/nodes/")}
-        repair = params.get("repair", False)
-        if not isinstance(repair, bool):
-            raise RequestError("invalid", "repair must be true or false")
-        return self.ipam.check(live, nodes, repair=repair)
+    def programmed_routes(self) -> list[Route]:
+        return self._dataplane.dump_routes()
 
     def status(self) -> dict[str, Any]:
-        cfg = self.config
         ready, why = self.readiness()
-        http_url = self._http.url if self._http else None
-        return {
-            "node": cfg.node.name,
-            "asn": cfg.node.asn,
-            "addresses": [str(a) for a in (cfg.node.ipv4, cfg.node.ipv6) if a],
-            "state": "ready" if ready else "starting",
-            "reason": why,
-            "pid": os.getpid(),
-            "uptime_seconds": round(self._clock() - self._started_at, 3),
-            "workloads": len(self.workloads.list()),
-            "last_reconcile": self._last_reconcile,
-            "metrics_url": f"{http_url}/metrics" if http_url else None,
-            "health_urls": {"livez": f"{http_url}/livez", "readyz": f"{http_url}/readyz"}
-            if http_url
-            else None,
-            "peers": self.bgp.peer_table() if self.bgp is not None else [],
-            "exabgp_pid": self.bgp.speaker_pid if self.bgp is not None else None,
-        }
-
-
-def _str_param(params: dict[str, Any], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not value:
-        raise RequestError("invalid", f"missing or invalid parameter {name!r}")
-    return value
-
-
-def _still_there(workload: Workload) -> bool:
-    """The workload's namespace still exists and is still the same one."""
-    if not netns_present(workload.netns):
-        return False
-    return not workload.netns_id or netns_identity(workload.netns) == workload.netns_id
-
-
-def _exabgp_speaker(config: Config) -> Speaker:
-    return ExabgpSpeaker(
-        workdir=config.state_dir / "exabgp",
-        router_id=config.node.router_id,
-        local_as=config.node.asn,
-        command=config.bgp.exabgp.command if config.bgp.exabgp.command != "exabgp" else None,
-        port=config.bgp.port,
-        # ExaBGP logs a line per route at INFO: at 10k routes that is most of
-        # its work. Only an agent debugging its own logs gets them.
-        log_level="INFO" if config.log.level == "debug" else "WARNING",
-    )
+        return node_status(
+            self.config,
+            ready=ready,
+            reason=why,
+            uptime_seconds=self._clock() - self._started_at,
+            workloads=len(self.workloads.list()),
+            last_reconcile=self._passes.last,
+            http_url=self._http.url if self._http else None,
+            bgp=self.bgp,
+            datastore_error=self.datastore_error,
+            reloads=self._reloads.as_dict(),
+        )

@@ -60,7 +60,10 @@ class HealthServer:
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
-                log.debug("http %s", format % args)
+                log.debug(
+                    "http request",
+                    extra={"client": self.address_string(), "detail": format % args},
+                )
 
         family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
 

@@ -102,7 +102,9 @@ class WorkLoop:
             if future is not None:
                 future.set_exception(exc)
             else:
-                log.exception("work item %s failed", getattr(fn, "__name__", fn))
+                log.exception(
+                    "work item failed", extra={"work_item": getattr(fn, "__name__", repr(fn))}
+                )
             if not isinstance(exc, Exception):
                 raise
         else:

@@ -6,6 +6,9 @@ Names follow Prometheus conventions: `l3fabric_` prefix, base units,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from l3fabric import __version__
@@ -58,6 +61,16 @@ class Metrics:
         )
         # Workloads and IPAM
         self.workloads = Gauge("l3fabric_workloads", "Workloads on this node", registry=r)
+        self.datastore_up = Gauge(
+            "l3fabric_datastore_up",
+            "1 while the datastore answers, 0 while it does not",
+            registry=r,
+        )
+        self.discovery_errors = Counter(
+            "l3fabric_discovery_errors",
+            "Service-discovery record writes that failed (retried at the next pass)",
+            registry=r,
+        )
         self.ipam_pool_size = Gauge(
             "l3fabric_ipam_pool_addresses", "Addresses in each pool", ["pool"], registry=r
         )
@@ -102,6 +115,12 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.bgp_session_dampings = Counter(
+            "l3fabric_bgp_session_dampings",
+            "Sessions held down for flapping too often",
+            ["peer"],
+            registry=r,
+        )
         self.bgp_session_last_change = Gauge(
             "l3fabric_bgp_session_last_change_timestamp_seconds",
             "Unix time of the last state change of each BGP session",
@@ -123,3 +142,18 @@ class Metrics:
         self.exabgp_restarts = Counter(
             "l3fabric_exabgp_restarts", "Times ExaBGP was restarted after dying", registry=r
         )
+
+    def export_ipam(self, ipam: IpamReport) -> None:
+        """Pool and block gauges from IPAM's own report."""
+        report = ipam.show()
+        for pool in report.get("pools", []):
+            self.ipam_pool_size.labels(pool["cidr"]).set(pool["size"])
+            self.ipam_in_use.labels(pool["cidr"]).set(pool["used"])
+        self.ipam_blocks_owned.set(len(ipam.owned_blocks()))
+        self.ipam_borrowed.set(len(ipam.borrowed()))
+
+
+class IpamReport(Protocol):
+    def show(self) -> dict[str, Any]: ...
+    def owned_blocks(self) -> Sequence[object]: ...
+    def borrowed(self) -> Sequence[object]: ...

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3fabric.agent.metrics import Metrics
-from l3fabric.bgp.rib import PeerStats
+from l3fabric.bgp.events import NegotiatedEvent
+from l3fabric.bgp.exabgp_config import NeighborSpec
+from l3fabric.bgp.rib_types import PeerStats
 from l3fabric.model import IPAddress
 
 SESSION_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
@@ -49,6 +51,74 @@ def peer_row(
         "advertised": status.advertised if status.state == "Established" else 0,
         "flaps": status.flaps,
         "info": info,
+    }
+
+
+def peer_detail(
+    status: PeerStatus,
+    spec: NeighborSpec,
+    rib: PeerStats | None,
+    md5: dict[str, int],
+    now: float,
+    held_down_until: float,
+    negotiated: NegotiatedEvent | None = None,
+) -> dict[str, Any]:
+    """`status --peer P`: the row plus the session's configuration, its
+    graceful-restart state and its history (docs/cli.md names these fields).
+    The top-level timers and families are what this node offers;
+    `negotiated` is what the OPEN exchange of the Established session
+    settled on (ExaBGP's "negotiated" message), null otherwise."""
+    row = peer_row(status, rib, md5, now)
+    stale = rib.stale if rib else 0
+    restart_time = spec.graceful_restart
+    if restart_time is None:
+        gr_state = "disabled"
+    elif stale and status.state != "Established":
+        gr_state = "peer restarting"  # its routes are kept, marked stale
+    elif stale:
+        gr_state = "waiting for end-of-rib"
+    else:
+        gr_state = "ready"
+    established = status.state == "Established"
+    return {
+        **row,
+        "local_address": str(spec.local_address),
+        "local_asn": spec.local_as,
+        "hold_time": spec.hold_time,
+        "keepalive_interval": spec.hold_time // 3,
+        "families": list(spec.families),
+        "passive": spec.passive,
+        "md5": spec.md5_password is not None,
+        "multihop_ttl": spec.multihop_ttl,
+        "graceful_restart": {
+            "enabled": restart_time is not None,
+            "restart_time": restart_time,
+            "state": gr_state,
+            "stale_routes": stale,
+        },
+        "uptime_seconds": row["since_seconds"] if established else None,
+        "last_error": (rib.last_down_reason if rib else "") or ("" if established else status.info),
+        "held_down_seconds": round(max(0.0, held_down_until - now), 1),
+        "max_prefixes": rib.max_prefixes if rib else None,
+        "announcements": rib.announcements if rib else 0,
+        "withdrawals": rib.withdrawals if rib else 0,
+        "teardowns": rib.teardowns if rib else 0,
+        "negotiated": negotiated_view(negotiated) if established and negotiated else None,
+    }
+
+
+def negotiated_view(negotiated: NegotiatedEvent) -> dict[str, Any]:
+    """The `negotiated` object of `status --peer` (docs/cli.md names these)."""
+    return {
+        "hold_time": negotiated.hold_time,
+        "keepalive_interval": negotiated.keepalive_interval,
+        "asn4": negotiated.asn4,
+        "families": [f.value for f in negotiated.families],
+        "route_refresh": negotiated.route_refresh.value,
+        "add_path": {
+            "send": [f.value for f in negotiated.add_path_send],
+            "receive": [f.value for f in negotiated.add_path_receive],
+        },
     }
 
 

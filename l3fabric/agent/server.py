@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,10 @@ Handler = Callable[[dict[str, Any]], Any]
 REQUEST_TIMEOUT = 100.0
 
 
+# struct ucred: pid, uid, gid.
+_UCRED = struct.Struct("iII")
+
+
 class RequestError(Exception):
     """An error the caller made, answered as {"error": {code, message}}."""
 
@@ -36,8 +43,16 @@ class AgentAlreadyRunning(Exception):
 
 
 class ControlServer:
-    def __init__(self, path: Path, loop: WorkLoop, handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        loop: WorkLoop,
+        handlers: dict[str, Handler],
+        *,
+        group: int | None = None,
+    ) -> None:
         self._path = path
+        self._group = group
         self._loop = loop
         self._handlers = handlers
         self._sock: socket.socket | None = None
@@ -58,7 +73,11 @@ class ControlServer:
             sock.bind(str(self._path))
         finally:
             os.umask(old_umask)
-        os.chmod(self._path, 0o600)
+        if self._group is None:
+            os.chmod(self._path, 0o600)
+        else:
+            os.chown(self._path, -1, self._group)
+            os.chmod(self._path, 0o660)
         st = os.stat(self._path)
         self._bound = (st.st_dev, st.st_ino)
         sock.listen(64)
@@ -92,12 +111,39 @@ class ControlServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(REQUEST_TIMEOUT)
+            refusal = self._refusal(conn)
+            if refusal is not None:
+                self._reply(conn, {"error": {"code": "forbidden", "message": refusal}})
+                return
             try:
                 request = read_message(conn)
             except (OSError, ValueError) as exc:
                 self._reply(conn, {"error": {"code": "bad-request", "message": str(exc)}})
                 return
             self._reply(conn, self.dispatch(request))
+
+    def _refusal(self, conn: socket.socket) -> str | None:
+        """Who is calling, from the kernel (SO_PEERCRED), not from the
+        request: root, the agent's own user, or a member of the configured
+        group. File permissions alone do not survive a mistaken chmod."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        except OSError as exc:
+            return f"cannot identify the caller: {exc.strerror or exc}"
+        pid, uid, gid = _UCRED.unpack(creds)
+        if uid in (0, os.geteuid()) or (self._group is not None and self._in_group(uid, gid)):
+            return None
+        log.warning("control request refused", extra={"pid": pid, "uid": uid, "gid": gid})
+        return f"uid {uid} may not use this agent's control socket (root or its group only)"
+
+    def _in_group(self, uid: int, gid: int) -> bool:
+        if gid == self._group:
+            return True
+        try:
+            name = pwd.getpwuid(uid).pw_name
+            return name in grp.getgrgid(self._group).gr_mem  # type: ignore[arg-type]
+        except KeyError:
+            return False
 
     def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         method = request.get("method")
@@ -120,7 +166,7 @@ class ControlServer:
         except RequestError as exc:
             return {"error": {"code": exc.code, "message": exc.message}}
         except Exception as exc:
-            log.exception("control request %s failed", method)
+            log.exception("control request failed", extra={"method": method})
             return {"error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
         return {"result": result}
 
