@@ -8,10 +8,16 @@ which BGP sessions it has.
 | frr                 | zebra, the daemons set to yes in /etc/frr/daemons, staticd, |
 |                     | then `vtysh -b` (what the FRR image's start script does)    |
 | prometheus          | `prometheus --config.file=/etc/prometheus/prometheus.yml`   |
+| etcd                | `etcd`, a member of the lab's cluster (lab/etcd.py)         |
+| gobgp               | `gobgpd -f /etc/gobgp/gobgpd.conf`, where the host has it   |
 | anything else       | nothing (a plain host)                                      |
 
 Each node has its own /run, so the tools' default paths work inside
 `lab exec` (birdc, vtysh, `l3fabric status`) without flags.
+
+In a lab with etcd members, the members and then the agents start after the
+exec steps: etcd listens on the underlay addresses those steps add, and an
+agent whose datastore is etcd must reach it to register its node at start.
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from l3fabric import control
+from l3fabric import control, yamlfile
+from l3fabric.config import ConfigError, load_config
+from l3fabric.lab import etcd, keeper
 from l3fabric.lab.paths import LabPaths
 from l3fabric.lab.runtime import (
     LabError,
@@ -45,7 +51,7 @@ from l3fabric.lab.runtime import (
     run,
     spawn,
 )
-from l3fabric.lab.topology import ImageKind, Node
+from l3fabric.lab.topology import ImageKind, Node, Topology
 
 AGENT_CONFIG = "/etc/l3fabric/node.yaml"
 AGENT_STATE = PurePosixPath("/var/lib/l3fabric")
@@ -56,6 +62,8 @@ FRR_DIR = Path("/usr/lib/frr")
 # FRR starts these whatever the daemons file says (as frrinit.sh does).
 FRR_ALWAYS = ("zebra", "staticd")
 FRR_DEFAULT_OPTIONS = {"zebra": "-A 127.0.0.1 -s 90000000"}
+GOBGP_CONFIG = "/etc/gobgp/gobgpd.conf"
+GOBGP_API = "127.0.0.1:50051"  # gobgpd's default API address, inside the node
 PROMETHEUS_CONFIG_DIR = PurePosixPath("/etc/prometheus")
 PROMETHEUS_DATA = PurePosixPath("/var/lib/prometheus/metrics2")  # Debian's default
 PROMETHEUS_PORT = 9090
@@ -71,9 +79,25 @@ _HTTP_OK = (
     "import sys, urllib.request\n"
     "sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)"
 )
+# The same for etcd's /health, which answers 200 before the member has a leader.
+_ETCD_HEALTHY = (
+    "import json, sys, urllib.request\n"
+    "answer = json.loads(urllib.request.urlopen(sys.argv[1], timeout=2).read())\n"
+    "sys.exit(0 if answer.get('health') == 'true' else 1)"
+)
+
+DNS_PORT = 53
+# Run inside a node: exit 0 when the DNS server at ADDR PORT answers at all
+# (NXDOMAIN for this name is an answer).
+_DNS_OK = (
+    "import sys, dns.message, dns.query\n"
+    "q = dns.message.make_query('l3fabric-lab-probe.invalid', 'A')\n"
+    "dns.query.udp(q, sys.argv[1], port=int(sys.argv[2]), timeout=1)"
+)
 
 PRIVATE_DIRS: dict[ImageKind, tuple[PurePosixPath, ...]] = {
     ImageKind.L3FABRIC: (AGENT_STATE,),
+    ImageKind.ETCD: (etcd.DATA_ROOT,),
 }
 
 
@@ -83,6 +107,14 @@ class NodeContext:
     paths: LabPaths
     holder: int
     plan: MountPlan
+    cluster: tuple[etcd.Member, ...] = ()  # the lab's etcd members
+
+    @property
+    def etcd_member(self) -> etcd.Member:
+        for member in self.cluster:
+            if member.name == self.node.name:
+                return member
+        raise LabError(f"node {self.node.name}: runs etcd but has no underlay address")
 
     @property
     def run_dir(self) -> Path:
@@ -120,6 +152,20 @@ class Session:
 
 
 # -- starting ----------------------------------------------------------------------
+
+
+def start_order(topology: Topology) -> tuple[list[Node], list[list[Node]]]:
+    """(the nodes whose daemons start before the exec steps, then the groups
+    started after them, each awaited before the next). Without etcd every
+    daemon starts first; with it, the etcd members and then the agents
+    follow the exec steps that give them their addresses."""
+    running = [n for n in topology.nodes if n.image_kind is not ImageKind.HOST]
+    members = [n for n in running if n.image_kind is ImageKind.ETCD]
+    if not members:
+        return running, []
+    agents = [n for n in running if n.image_kind is ImageKind.L3FABRIC]
+    first = [n for n in running if n not in members and n not in agents]
+    return first, [group for group in (members, agents) if group]
 
 
 def prepare(ctx: NodeContext) -> None:
@@ -160,12 +206,35 @@ def start(ctx: NodeContext, recorded: Callable[[ProcessRecord], None]) -> list[P
                 _wait_path(ctx, ctx.run_dir / "frr" / "zserv.api", records, 20)
     elif kind is ImageKind.PROMETHEUS:
         spawn_daemon("prometheus", list(PROMETHEUS_ARGV))
+    elif kind is ImageKind.ETCD:
+        spawn_daemon("etcd", etcd.argv(ctx.etcd_member, ctx.cluster, ctx.paths.lab))
+    elif kind is ImageKind.GOBGP:
+        spawn_daemon("gobgpd", ["gobgpd", "-f", GOBGP_CONFIG, "--api-hosts", GOBGP_API])
     return records
 
 
 def _spawn(ctx: NodeContext, what: str, argv: list[str], env: dict[str, str]) -> ProcessRecord:
     log_path = ctx.paths.log(ctx.node.name, what)
-    proc = spawn(in_node(ctx.holder, argv), log_path, env)
+    command = in_node(ctx.holder, argv)
+    policy = ctx.node.restart
+    if policy != "no":
+        # Recorded in the daemon's place: stopping it stops the daemon (keeper.py).
+        command = [
+            sys.executable,
+            "-m",
+            "l3fabric.lab.keeper",
+            "--policy",
+            policy,
+            "--status",
+            str(keeper.status_path(log_path)),
+            "--state",
+            str(ctx.paths.state_file),
+            "--holder",
+            f"{ctx.holder}:{process_start_time(ctx.holder)}",
+            "--",
+            *command,
+        ]
+    proc = spawn(command, log_path, env)
     start_time = None
     deadline = time.monotonic() + 5
     while start_time is None and time.monotonic() < deadline:
@@ -221,6 +290,78 @@ def _check_alive(ctx: NodeContext, records: list[ProcessRecord]) -> None:
             )
 
 
+@dataclass(frozen=True)
+class DnsSettings:
+    """Where the lab's DNS server listens and what it serves: the node's
+    underlay address, and the discovery section of the node's config."""
+
+    address: str
+    zone: str
+    prefix: str
+    port: int = DNS_PORT
+
+    @property
+    def listen(self) -> str:
+        return (
+            f"[{self.address}]:{self.port}"
+            if ":" in self.address
+            else f"{self.address}:{self.port}"
+        )
+
+
+def dns_settings(ctx: NodeContext) -> DnsSettings | None:
+    """The DNS server an l3fabric node would run, or None when its config
+    turns discovery off or cannot be read (the agent then says why)."""
+    source = ctx.host_path(PurePosixPath(AGENT_CONFIG)) or ctx.node.bound_source(AGENT_CONFIG)
+    if source is None:
+        return None
+    try:
+        config = load_config(source)
+    except ConfigError:
+        return None
+    address = config.node.ipv4 or config.node.ipv6
+    if not config.discovery.enabled or address is None:
+        return None
+    return DnsSettings(str(address), config.discovery.zone, config.discovery.prefix)
+
+
+def start_dns(
+    ctx: NodeContext, settings: DnsSettings, recorded: Callable[[ProcessRecord], None]
+) -> ProcessRecord:
+    """`l3fabric dns` inside the node, on its underlay address, reading the
+    datastore the node's agent uses (its config's datastore section)."""
+    argv = [
+        *L3FABRIC_CLI,
+        "dns",
+        "--listen",
+        settings.listen,
+        "--config",
+        AGENT_CONFIG,
+        "--zone",
+        settings.zone,
+        "--prefix",
+        settings.prefix,
+    ]
+    record = _spawn(ctx, "dns", argv, dict(ctx.node.env))
+    recorded(record)
+    return record
+
+
+def wait_dns(
+    ctx: NodeContext, settings: DnsSettings, record: ProcessRecord, timeout: float = 30
+) -> None:
+    probe = [sys.executable, "-c", _DNS_OK, settings.address, str(settings.port)]
+    deadline = time.monotonic() + timeout
+    while run(in_node(ctx.holder, probe), check=False).returncode != 0:
+        _check_alive(ctx, [record])
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"node {ctx.node.name}: the DNS server does not answer on {settings.listen} "
+                f"after {timeout:.0f}s:\n{log_tail(record.log)}"
+            )
+        time.sleep(0.2)
+
+
 # -- readiness ---------------------------------------------------------------------
 
 
@@ -272,6 +413,17 @@ def _answer(ctx: NodeContext, records: list[ProcessRecord]) -> str:
         if run(in_node(ctx.holder, probe), check=False).returncode != 0:
             raise _NotYet(f"{PROMETHEUS_READY} does not answer 200 yet")
         return "prometheus ready"
+    if kind is ImageKind.ETCD:
+        probe = [sys.executable, "-c", _ETCD_HEALTHY, etcd.HEALTH_URL]
+        if run(in_node(ctx.holder, probe), check=False).returncode != 0:
+            raise _NotYet(f"{etcd.HEALTH_URL} does not say healthy yet (no quorum?)")
+        return f"etcd member at {ctx.etcd_member.client_url}"
+    if kind is ImageKind.GOBGP:
+        probe = ["gobgp", "--target", GOBGP_API.split(":")[0], "global"]
+        proc = run(in_node(ctx.holder, probe), check=False)
+        if proc.returncode != 0:
+            raise _NotYet(f"gobgp global: {(proc.stderr or proc.stdout).strip()}")
+        return "gobgpd up"
     return "host"
 
 
@@ -279,7 +431,7 @@ def agent_call(ctx: NodeContext, method: str, params: dict[str, Any] | None = No
     """Call the node's agent through its control socket: straight from the
     host when its state_dir is a bind or private directory (the default),
     otherwise with the l3fabric CLI run inside the node."""
-    socket = ctx.host_path(_agent_state_dir(ctx) / "agent.sock")
+    socket = ctx.host_path(agent_state_dir(ctx) / "agent.sock")
     if socket is not None:
         return control.call(method, params or {}, socket_path=socket, timeout=30)
     if method != "status" and method != "workload.list":
@@ -289,18 +441,20 @@ def agent_call(ctx: NodeContext, method: str, params: dict[str, Any] | None = No
     argv = [*L3FABRIC_CLI, *method.split("."), "-o", "json"]
     proc = run(in_node(ctx.holder, argv), check=False)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
-        raise control.ControlError("unreachable", proc.stderr.strip())
+        # The CLI's advice to a shell user means nothing in the lab's output.
+        message = proc.stderr.strip().removesuffix(control.UNREACHABLE_HINT).strip()
+        raise control.ControlError("unreachable", message)
     return json.loads(proc.stdout)
 
 
-def _agent_state_dir(ctx: NodeContext) -> PurePosixPath:
+def agent_state_dir(ctx: NodeContext) -> PurePosixPath:
     source = ctx.host_path(PurePosixPath(AGENT_CONFIG))
     if source is None:
         return AGENT_STATE
     try:
-        data = yaml.safe_load(source.read_text())
+        data = yamlfile.load_file(source)
         state_dir = data.get("state_dir") if isinstance(data, dict) else None
-    except (OSError, yaml.YAMLError):
+    except yamlfile.YamlFileError:
         return AGENT_STATE
     return PurePosixPath(state_dir) if isinstance(state_dir, str) else AGENT_STATE
 

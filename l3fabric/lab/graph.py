@@ -1,35 +1,44 @@
-"""`lab graph`: the lab's nodes, links and BGP sessions as an SVG picture.
+"""`lab graph`: the lab's nodes, links and BGP sessions as an SVG picture,
+or as a self-contained HTML page (the picture and a table of nodes and
+sessions; graph_html.py).
 
-Sessions come from each speaker: l3fabric agents (`status` peers), BIRD
-(`birdc show protocols all`) and FRR (`show bgp summary json`). A peer
-address is matched to the node that has it; sessions to addresses outside
-the lab are left out. Layout: l3fabric nodes at the bottom, every other node
-one row higher per link hop away from them (leaves, then spines), so the
-picture follows the fabric's tiers without a layout engine.
+What is drawn comes from `lab status` (lab/status.py): each node's AS and
+role from its config, its state as `lab inspect` says, its workloads from
+its agent, and sessions from each speaker: l3fabric agents (`status`
+peers), BIRD (`birdc show protocols all`) and FRR (`show bgp summary
+json`). A peer address is matched to the node that has it; sessions to
+addresses outside the lab are left out. Layout: l3fabric nodes at the
+bottom, every other node one row higher per link hop away from them
+(leaves, then spines), so the picture follows the fabric's tiers without a
+layout engine.
 """
 
 from __future__ import annotations
 
 import collections
 import ipaddress
-import logging
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from l3fabric.lab import daemons
-from l3fabric.lab.deploy import Lab, node_addresses, node_context
+from l3fabric.lab.deploy import Lab
+from l3fabric.lab.status import NodeReport, gather, tiers
 from l3fabric.lab.topology import ImageKind
 
-log = logging.getLogger(__name__)
+__all__ = ["COLOURS", "Fabric", "GraphNode", "GraphSession", "collect", "render_svg", "tiers"]
 
 COLOURS = {
     ImageKind.L3FABRIC: "#dbeafe",
     ImageKind.BIRD: "#fef3c7",
     ImageKind.FRR: "#fce7f3",
+    ImageKind.PROMETHEUS: "#ffedd5",
+    ImageKind.ETCD: "#dcfce7",
+    ImageKind.GOBGP: "#ede9fe",
     ImageKind.HOST: "#e5e7eb",
 }
 UP, DOWN = "#16a34a", "#dc2626"
-BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 150, 54, 40, 120, 40
+BORDER = "#374151"
+BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 180, 66, 40, 120, 40
 BEND = 45  # how far a session curve bulges from its link line
 
 
@@ -39,6 +48,22 @@ class GraphNode:
     kind: ImageKind
     addresses: tuple[str, ...]
     tier: int  # 0 = bottom row
+    asn: int | None = None
+    role: str = ""
+    workloads: int | None = None  # l3fabric nodes whose agent answered
+    state: str = "running"  # as `lab inspect` says: running, exited (bird), ...
+    silent: str = ""  # the speaker that did not answer, on a running node
+
+    @property
+    def down(self) -> bool:
+        return self.state != "running" or bool(self.silent)
+
+    @property
+    def condition(self) -> str:
+        """ "exited (bird)", "no answer (agent)", or "" for a healthy node."""
+        if self.state != "running":
+            return self.state
+        return f"no answer ({self.silent})" if self.silent else ""
 
 
 @dataclass(frozen=True)
@@ -60,24 +85,7 @@ class Fabric:
     links: tuple[tuple[str, str], ...]
     sessions: tuple[GraphSession, ...]
     problems: tuple[str, ...] = ()
-
-
-def tiers(nodes: list[str], links: list[tuple[str, str]], bottom: set[str]) -> dict[str, int]:
-    """Link hops from the nearest bottom node (BFS); unreachable nodes sit
-    on the bottom row."""
-    neighbours: dict[str, set[str]] = collections.defaultdict(set)
-    for a, b in links:
-        neighbours[a].add(b)
-        neighbours[b].add(a)
-    distance = {n: 0 for n in bottom}
-    queue = collections.deque(bottom)
-    while queue:
-        current = queue.popleft()
-        for nxt in sorted(neighbours[current]):
-            if nxt not in distance:
-                distance[nxt] = distance[current] + 1
-                queue.append(nxt)
-    return {n: distance.get(n, 0) for n in nodes}
+    reports: tuple[NodeReport, ...] = ()  # what `lab status` found, for the HTML tables
 
 
 def merge_sessions(reports: list[daemons.Session], owner_of: dict[str, str]) -> list[GraphSession]:
@@ -103,33 +111,39 @@ def _normal(address: str) -> str:
         return address
 
 
-def collect(lab: Lab) -> Fabric:
-    state = lab.state()
-    topo = lab.topology
-    links = [(link.a.node, link.b.node) for link in topo.links]
-    bottom = {n.name for n in topo.nodes if n.image_kind is ImageKind.L3FABRIC}
-    tier_of = tiers([n.name for n in topo.nodes], links, bottom or {topo.nodes[0].name})
-    owner_of: dict[str, str] = {}
-    nodes = []
-    for node in topo.nodes:
-        addresses = tuple(a.split("/")[0] for a in node_addresses(lab, node.name))
-        owner_of.update({_normal(a): node.name for a in addresses})
-        nodes.append(GraphNode(node.name, node.image_kind, addresses, tier_of[node.name]))
-    reports: list[daemons.Session] = []
-    problems = []
-    for node in topo.nodes:
-        try:
-            reports += daemons.sessions(node_context(lab, state, node.name))
-        except Exception as exc:  # a stopped daemon: draw what the others say
-            problems.append(f"{node.name}: {exc}")
-            log.warning("no BGP sessions from %s: %s", node.name, exc)
-    return Fabric(
-        lab.name,
-        tuple(nodes),
-        tuple(links),
-        tuple(merge_sessions(reports, owner_of)),
-        tuple(problems),
+def graph_node(report: NodeReport) -> GraphNode:
+    return GraphNode(
+        report.name,
+        report.kind,
+        report.addresses,
+        report.tier,
+        asn=report.asn,
+        role=report.role,
+        workloads=report.workloads,
+        state=report.state,
+        silent=report.speaker if report.answers is False else "",
     )
+
+
+def fabric_of(lab: str, links: list[tuple[str, str]], reports: list[NodeReport]) -> Fabric:
+    """The picture of what `lab status` found (pure)."""
+    owner_of = {_normal(a): r.name for r in reports for a in r.addresses}
+    said = [s for r in reports for s in (r.sessions or ())]
+    return Fabric(
+        lab,
+        tuple(graph_node(r) for r in reports),
+        tuple(links),
+        tuple(merge_sessions(said, owner_of)),
+        tuple(f"{r.name}: {r.error}" for r in reports if r.error),
+        tuple(reports),
+    )
+
+
+def collect(lab: Lab) -> Fabric:
+    # A stopped daemon is drawn as such, with what the others say of it.
+    reports = gather(lab)
+    links = [(link.a.node, link.b.node) for link in lab.topology.links]
+    return fabric_of(lab.name, links, reports)
 
 
 def render_svg(fabric: Fabric) -> str:
@@ -180,24 +194,58 @@ def render_svg(fabric: Fabric) -> str:
             f"({'+'.join(s.families)}): {escape(', '.join(sorted(set(s.states))))}</title></path>"
         )
     for node in fabric.nodes:
-        cx, cy = centre[node.name]
-        left, top_y = cx - BOX_W / 2, cy - BOX_H / 2
-        first = next(iter(node.addresses), "")
-        out += [
-            f'<g class="node {node.kind.value}"><rect x="{left:.0f}" y="{top_y:.0f}" '
-            f'width="{BOX_W}" height="{BOX_H}" rx="8" fill="{COLOURS[node.kind]}" '
-            'stroke="#374151"/>',
-            f'<text x="{cx:.0f}" y="{cy - 6:.0f}" text-anchor="middle" font-weight="bold">'
-            f"{escape(node.name)}</text>",
-            f'<text x="{cx:.0f}" y="{cy + 10:.0f}" text-anchor="middle">{node.kind.value}'
-            f"{' ' + escape(first) if first else ''}</text>",
-            f"<title>{escape(', '.join(node.addresses))}</title></g>",
-        ]
+        out += _node_svg(node, centre[node.name])
     legend_y = height - MARGIN / 2
     out.append(
         f'<text x="{MARGIN}" y="{legend_y:.0f}">grey: link   '
         f'<tspan fill="{UP}">dashed green: BGP established</tspan>   '
-        f'<tspan fill="{DOWN}">dashed red: BGP not established</tspan></text>'
+        f'<tspan fill="{DOWN}">dashed red: BGP not established; red border: daemon exited '
+        "or not answering</tspan></text>"
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def node_lines(node: GraphNode) -> tuple[str, str, str]:
+    """The three lines of a node's box: its name; its role; its AS with its
+    workloads (l3fabric) or what is wrong with it (a node with neither: its
+    first address). Short enough for the box; the title has the rest."""
+    parts = [f"AS {node.asn}"] if node.asn is not None else []
+    if node.down:
+        parts.append(node.condition)
+    elif node.kind is ImageKind.L3FABRIC:
+        count = node.workloads
+        parts.append(
+            "workloads unknown" if count is None else f"{count} workload" + "s" * (count != 1)
+        )
+    elif not parts:
+        parts.append(next(iter(node.addresses), node.kind.value))
+    return node.name, node.role or node.kind.value, " \u00b7 ".join(parts)
+
+
+def _node_svg(node: GraphNode, centre: tuple[float, float]) -> list[str]:
+    cx, cy = centre
+    left, top_y = cx - BOX_W / 2, cy - BOX_H / 2
+    name, second, third = node_lines(node)
+    # A dead node keeps its place and colour, so the picture still shows
+    # what it is; the border and the last line say it is down.
+    stroke = (
+        f'stroke="{DOWN}" stroke-width="3"'
+        + (' stroke-dasharray="5,3"' if node.state == "running" else "")
+        if node.down
+        else f'stroke="{BORDER}"'
+    )
+    third_style = f' fill="{DOWN}" font-weight="bold"' if node.down else ""
+    title = [node.kind.value, node.role, f"AS {node.asn}" if node.asn is not None else ""]
+    title += [node.condition or "running", ", ".join(node.addresses)]
+    return [
+        f'<g class="node {node.kind.value}{" down" if node.down else ""}">'
+        f'<rect x="{left:.0f}" y="{top_y:.0f}" width="{BOX_W}" height="{BOX_H}" rx="8" '
+        f'fill="{COLOURS[node.kind]}" {stroke}/>',
+        f'<text x="{cx:.0f}" y="{cy - 12:.0f}" text-anchor="middle" font-weight="bold">'
+        f"{escape(name)}</text>",
+        f'<text x="{cx:.0f}" y="{cy + 4:.0f}" text-anchor="middle">{escape(second)}</text>',
+        f'<text x="{cx:.0f}" y="{cy + 20:.0f}" text-anchor="middle"{third_style}>'
+        f"{escape(third)}</text>",
+        f"<title>{escape(' | '.join(t for t in title if t))}</title></g>",
+    ]

@@ -6,7 +6,10 @@
   echo server in each workload answers with the source address it saw;
 - no tunnel or encapsulation device exists in any namespace of the lab;
 - no NAT rule exists in any node (nft / iptables where installed, else the
-  kernel's list of iptables tables in the namespace).
+  kernel's list of iptables tables in the namespace);
+- with the lab's DNS server, every workload resolves every other one's name
+  through its own resolv.conf to exactly that workload's addresses, which it
+  reached (reachability by name).
 """
 
 from __future__ import annotations
@@ -23,12 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from l3fabric.control import ControlError
 from l3fabric.lab import daemons
 from l3fabric.lab.deploy import Lab, l3fabric_nodes, lab_namespaces, node_addresses, node_context
 from l3fabric.lab.runtime import LabError, run
 
 PROBE_PORT = 47999
 PROBE = (sys.executable, "-m", "l3fabric.lab.probe")
+# Run with `ip netns exec` (which binds the namespace's resolv.conf): every
+# name's addresses as the C library resolves them (A and AAAA), or the error.
+_RESOLVE = (
+    "import json, socket, sys\n"
+    "out = {}\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        found = socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)\n"
+    "        out[name] = sorted({a[4][0] for a in found})\n"
+    "    except OSError as exc:\n"
+    "        out[name] = str(exc)\n"
+    "print(json.dumps(out))"
+)
 TUNNEL_KINDS = frozenset(
     {
         "vxlan",
@@ -58,6 +75,7 @@ class Party:
     role: str  # "workload" or "node"
     netns: str
     addresses: tuple[str, ...]
+    dns_name: str = ""  # a workload's name in the lab's DNS zone, when it has one
 
     def address(self, version: int) -> list[str]:
         return [a for a in self.addresses if ipaddress.ip_address(a).version == version]
@@ -133,19 +151,39 @@ def _netns_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def parties(lab: Lab) -> tuple[list[Party], list[Party]]:
-    """(nodes, workloads), asked from the agents themselves."""
+def parties(lab: Lab) -> tuple[list[Party], list[Party], list[Check]]:
+    """(nodes, workloads, agent checks), asked from the agents themselves. An
+    agent that does not answer is a failed check for its node, not the end of
+    the run: the other nodes are still probed (a node's workloads cannot be
+    listed without its agent, so they are left out)."""
     state = lab.state()
-    nodes, workloads = [], []
+    zone = (state.extra("dns") or {}).get("zone")
+    nodes, workloads, checks = [], [], []
     for node in l3fabric_nodes(lab):
         ctx = node_context(lab, state, node.name)
         addresses = tuple(a.split("/")[0] for a in node_addresses(lab, node.name))
         nodes.append(Party(node.name, "node", lab.paths.netns(node.name), addresses))
-        for w in daemons.agent_call(ctx, "workload.list"):
+        try:
+            listed = daemons.agent_call(ctx, "workload.list")
+        except (ControlError, LabError) as exc:
+            checks.append(Check("agent answers", node.name, False, str(exc)))
+            continue
+        count = len(listed)
+        checks.append(
+            Check("agent answers", node.name, True, f"{count} workload{'s' * (count != 1)}")
+        )
+        for w in listed:
+            label, namespace = w.get("pod") or w["name"], w.get("namespace") or "default"
             workloads.append(
-                Party(w["name"], "workload", _netns_name(w["netns"]), tuple(w["addresses"]))
+                Party(
+                    w["name"],
+                    "workload",
+                    _netns_name(w["netns"]),
+                    tuple(w["addresses"]),
+                    f"{label}.{namespace}.{zone}" if zone else "",
+                )
             )
-    return nodes, workloads
+    return nodes, workloads, checks
 
 
 def start_server(netns: str, port: int, timeout: float = 15) -> subprocess.Popen[bytes]:
@@ -203,6 +241,40 @@ def send_probes(source: Party, targets: list[Party], port: int, timeout: float) 
         )
         for target, address in wanted
     ]
+
+
+def resolve_in(netns: str, names: list[str], timeout: float) -> dict[str, list[str] | str]:
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", _RESOLVE, *names]
+    proc = run(argv, timeout=timeout + 30, check=False)
+    try:
+        answer: dict[str, list[str] | str] = json.loads(proc.stdout)
+    except ValueError:
+        return {name: f"resolving failed: {proc.stderr.strip()[-200:]}" for name in names}
+    return answer
+
+
+def name_checks(workloads: list[Party], probes: list[Probe], timeout: float) -> list[Check]:
+    """Every workload resolves every other's name to its addresses, and
+    reached them (its probes to those addresses were answered)."""
+    reached = {(p.source, p.address) for p in probes if p.ok}
+    checks = []
+    for source in workloads:
+        targets = [t for t in workloads if t.name != source.name and t.dns_name]
+        if not targets:
+            continue
+        answers = resolve_in(source.netns, [t.dns_name for t in targets], timeout)
+        problems = []
+        for target in targets:
+            got = answers.get(target.dns_name, "no answer")
+            if isinstance(got, str):
+                problems.append(f"{target.dns_name}: {got}")
+            elif set(got) != set(target.addresses):
+                problems.append(f"{target.dns_name} is {', '.join(got) or 'nothing'}")
+            elif not all((source.name, a) in reached for a in got):
+                problems.append(f"{target.dns_name}: resolved but not reached")
+        detail = "; ".join(problems) or f"{len(targets)} names resolved and reached"
+        checks.append(Check("reachable by name", source.name, not problems, detail))
+    return checks
 
 
 def tunnel_checks(namespaces: list[str]) -> list[Check]:
@@ -268,17 +340,18 @@ def verify(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Report:
     started = time.monotonic()
-    nodes, workloads = parties(lab)
-    if not workloads:
+    nodes, workloads, agent_checks = parties(lab)
+    if not workloads and all(c.ok for c in agent_checks):
         raise LabError(f"lab {lab.name} has no workloads to probe (deploy --workloads N)")
     progress(
         f"probing {len(workloads)} workloads from {len(workloads)} workloads and {len(nodes)} nodes"
     )
     servers: list[subprocess.Popen[bytes]] = []
+    sources: list[Party] = [*workloads, *nodes]
+    probes: list[Probe] = []
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
             servers = list(pool.map(lambda w: start_server(w.netns, port), workloads))
-            sources = [*workloads, *nodes]
             results = pool.map(lambda s: send_probes(s, workloads, port, timeout), sources)
             probes = [p for batch in results for p in batch]
     finally:
@@ -286,7 +359,8 @@ def verify(
             stop_server(server)
     namespaces = lab_namespaces(lab, lab.state())
     node_namespaces = [lab.paths.netns(n.name) for n in lab.topology.nodes]
-    checks = tunnel_checks(namespaces) + nat_checks(node_namespaces)
+    checks = agent_checks + tunnel_checks(namespaces) + nat_checks(node_namespaces)
+    checks += name_checks(workloads, probes, timeout)
     return Report(
         lab.name,
         tuple(sources),

@@ -31,20 +31,23 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from l3fabric.bgp.bird import BirdConfig, BirdNextHop, BirdPeer, BirdRange, BirdRole, render
+from l3fabric.yamlfile import YamlFileError, load_file
 
 PROG = "l3fabric bird render"
 EXIT_BAD_INPUT = 2
+OUTPUT_FORMATS = ("table", "json", "yaml")
 
 # Flags that describe the configuration, so cannot be mixed with --from-yaml.
 _FIELD_FLAGS = {
@@ -114,19 +117,78 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--scan-time", metavar="SECONDS", help="kernel/interface rescan (2)")
     parser.add_argument("--log-file", metavar="PATH", help="BIRD log file (default: stderr)")
     parser.add_argument("--from-yaml", metavar="FILE", help="read the fields from YAML")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write here (atomically)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FORMAT",
+        help="table (the bird.conf text, default), json or yaml (inputs and text); "
+        "any other value is taken as --out FILE",
+    )
+    parser.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
     parser.set_defaults(func=run_render)
+
+
+def output_choice(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """(format, file or None, the flag that named the file). `-o` is the
+    output format, as for every other command; `-o FILE` with a value that
+    is no format name is still taken as the file, the spelling scripts used
+    before `--out` existed. A file called `json` is `--out json` or
+    `-o ./json`."""
+    fmt, path, flag = "table", args.out, "--out"
+    if args.output in OUTPUT_FORMATS:
+        fmt = args.output
+    elif args.output:
+        if args.out is not None:
+            raise ValueError(
+                f"-o {args.output} is a file name, and --out {args.out} names one too: "
+                "give --out FILE once, and -o table, json or yaml for the format"
+            )
+        path, flag = args.output, "-o"
+    return fmt, path, flag
+
+
+def formatted(cfg: BirdConfig, text: str, fmt: str) -> str:
+    if fmt == "table":
+        return text
+    document = {"inputs": plain_config(cfg), "config": text}
+    if fmt == "json":
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
+
+
+def plain_config(cfg: BirdConfig) -> dict[str, Any]:
+    """cfg in the --from-yaml shape: fields left at their defaults omitted,
+    addresses and networks as strings."""
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in fields(value)
+                if getattr(value, f.name) != f.default
+            }
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, BirdRole | BirdNextHop):
+            return value.value
+        if isinstance(value, bool | int | str) or value is None:
+            return value
+        return str(value)
+
+    result: dict[str, Any] = plain(cfg)
+    return result
 
 
 def run_render(args: argparse.Namespace) -> int:
     try:
+        fmt, path, flag = output_choice(args)
         cfg = _config_from_yaml(args) if args.from_yaml else config_from_flags(args)
-        text = render(cfg)
-        if args.output:
+        text = formatted(cfg, render(cfg), fmt)
+        if path:
             try:
-                write_atomically(Path(args.output), text)
+                write_atomically(Path(path), text)
             except OSError as exc:
-                raise ValueError(f"-o {args.output}: {exc.strerror or exc}") from None
+                raise ValueError(f"{flag} {path}: {exc.strerror or exc}") from None
         else:
             sys.stdout.write(text)
     except ValueError as exc:
@@ -166,11 +228,9 @@ def _config_from_yaml(args: argparse.Namespace) -> BirdConfig:
     if mixed:
         raise ValueError(f"--from-yaml cannot be combined with {', '.join(mixed)}")
     try:
-        data: Any = yaml.safe_load(Path(args.from_yaml).read_text())
-    except OSError as exc:
-        raise ValueError(f"--from-yaml {args.from_yaml}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--from-yaml {args.from_yaml}: invalid YAML: {exc}") from None
+        data = load_file(args.from_yaml)
+    except YamlFileError as exc:
+        raise ValueError(f"--from-yaml {exc}") from None
     try:
         return config_from_data(data)
     except ValueError as exc:
