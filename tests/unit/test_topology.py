@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from l3fabric import cli_lab
 from l3fabric.bgp.bird import render
-from l3fabric.cli_bird import config_from_data
+from l3fabric.cli import lab as cli_lab
+from l3fabric.cli.bird import config_from_data
 from l3fabric.lab import daemons, graph
 from l3fabric.lab.paths import LabPaths
 from l3fabric.lab.runtime import LabError, plan_mounts
@@ -25,10 +25,11 @@ from l3fabric.lab.topology import (
     image_kind,
     load_topology,
 )
+from l3fabric.yamlfile import load_file
+from tests.clab_schema import schema_errors
 
 REPO = Path(__file__).resolve().parents[2]
 CLAB = REPO / "containerlab"
-SCHEMA = REPO.parent / "shared" / "schemas" / "clab.schema.json"
 TOPOLOGIES = sorted(CLAB.glob("*.clab.yml"))
 
 
@@ -39,19 +40,7 @@ def test_the_topologies_are_there() -> None:
 
 @pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.name)
 def test_topology_matches_containerlab_schema(path: Path) -> None:
-    if not SCHEMA.exists():
-        pytest.skip(f"containerlab schema not found at {SCHEMA}")
-    import jsonschema
-
-    schema = json.loads(SCHEMA.read_text())
-    # Not jsonschema.validate: that first checks the schema itself, and some of
-    # its patterns use Go's \p{L} classes, which Python's re does not know.
-    # None of those patterns applies to the keys these files use.
-    validator = jsonschema.Draft7Validator(schema)
-    errors = [
-        f"{list(e.absolute_path)}: {e.message}"
-        for e in validator.iter_errors(yaml.safe_load(path.read_text()))
-    ]
+    errors = schema_errors(path)
     assert not errors, errors
 
 
@@ -86,7 +75,7 @@ def test_leaf_spine_uses_both_router_kinds(tmp_path: Path) -> None:
     "conf", sorted(CLAB.glob("*/*/bird.yaml")), ids=lambda p: str(p.relative_to(CLAB))
 )
 def test_committed_bird_configs_equal_a_fresh_render(conf: Path) -> None:
-    rendered = render(config_from_data(yaml.safe_load(conf.read_text())))
+    rendered = render(config_from_data(load_file(conf)))
     assert (conf.parent / "bird.conf").read_text() == rendered, (
         f"re-render: l3fabric bird render --from-yaml {conf} -o {conf.parent / 'bird.conf'}"
     )
@@ -98,7 +87,7 @@ def test_leaf_bird_configs_are_rendered_not_hand_written() -> None:
     for leaf in ("leaf1", "leaf2"):
         conf = CLAB / "leaf-spine" / leaf / "bird.yaml"
         assert conf.is_file(), f"{conf} is missing: the leaf's bird.conf must be rendered"
-        rendered = render(config_from_data(yaml.safe_load(conf.read_text())))
+        rendered = render(config_from_data(load_file(conf)))
         assert (conf.parent / "bird.conf").read_text() == rendered
 
 
@@ -132,6 +121,10 @@ AGENT = {"kind": "linux", "image": "l3fabric/node", "binds": ["n1.yaml:/etc/l3fa
         (lab({"a": {"kind": "nokia_srlinux", "image": "srl"}}), "unsupported kind 'nokia_srlinux'"),
         ("name: t\ntopology: {nodes: {a: [}\n", "invalid YAML"),
         (
+            "name: t\nname: u\ntopology: {nodes: {}}\n",
+            ":2:1: invalid YAML: found duplicate key 'name'",
+        ),
+        (
             lab({"a": {**HOST, "binds": ["nowhere.conf:/etc/x.conf"]}}),
             "does not exist",
         ),
@@ -155,6 +148,163 @@ def test_malformed_topology_is_a_clear_error(tmp_path: Path, data: Any, message:
     assert message in str(err.value)
     assert all(line.startswith(str(path)) for line in err.value.errors)
     assert not (tmp_path / "labs").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "message"),
+    [
+        (
+            {"name": "t", "topology": {"nodes": {"a": HOST}, "linkz": []}},
+            "topology.linkz",
+            "unknown key (did you mean 'links'?)",
+        ),
+        (
+            {"name": "t", "topolgy": {"nodes": {"a": HOST}}},
+            "topolgy",
+            "did you mean 'topology'?",
+        ),
+        (
+            lab({"a": {**HOST, "cmd": "sleep 1"}}),
+            "topology.nodes.a.cmd",
+            "containerlab's 'cmd' is not supported",
+        ),
+        (
+            lab({"a": {**HOST, "imgae": "x"}}),
+            "topology.nodes.a.imgae",
+            "did you mean 'image'?",
+        ),
+        (
+            {"name": "t", "prefix": "x", "topology": {"nodes": {"a": HOST}}},
+            "prefix",
+            "not supported",
+        ),
+        (
+            {"name": "t", "topology": {"nodes": {"a": HOST}, "groups": {"g": {"ports": []}}}},
+            "topology.groups.g.ports",
+            "not supported",
+        ),
+        (
+            lab({"a": HOST, "b": HOST}, [{"endpoints": ["a:eth1", "b:eth1"], "mtu": 9000}]),
+            "topology.links[0].mtu",
+            "not supported",
+        ),
+        (
+            lab({"a": {**HOST, "restart-policy": "sometimes"}}),
+            "topology.nodes.a.restart-policy",
+            "'sometimes' is not one of",
+        ),
+        (
+            lab({"a": {**HOST, "labels": {"x": [1]}}}),
+            "topology.nodes.a.labels.x",
+            "must be a string, number or boolean",
+        ),
+    ],
+)
+def test_unknown_and_unsupported_keys_are_errors(
+    tmp_path: Path, data: Any, key: str, message: str
+) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(TopologyError) as err:
+        load_topology(path, lab_root=tmp_path / "labs")
+    assert any(
+        line.startswith(f"{path}: {key}: ") and message in line for line in err.value.errors
+    ), err.value.errors
+
+
+def test_cli_exits_2_on_an_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, {"name": "t", "topology": {"nodes": {"a": HOST}, "linkz": []}})
+    code = cli_lab.main(["lab", "inspect", str(path), "--lab-root", str(tmp_path / "labs")])
+    assert code == 2
+    assert f"{path}: topology.linkz: unknown key (did you mean 'links'?)" in capsys.readouterr().err
+
+
+CONTAINERLAB_STYLE = """\
+name: groups
+topology:
+  defaults:
+    kind: linux
+    env:
+      LEVEL: defaults
+      FROM_DEFAULTS: "1"
+    labels:
+      lab: groups
+  kinds:
+    linux:
+      image: alpine:3
+      env:
+        LEVEL: kind
+  groups:
+    spines:
+      image: quay.io/frrouting/frr:9.1.0
+      binds:
+        - frr.conf:/etc/frr/frr.conf
+      env:
+        LEVEL: group
+      labels:
+        role: spine
+    clients:
+      restart-policy: always
+      exec:
+        - ip addr add 192.168.1.1/24 dev eth1
+        - ip route add default via 192.168.1.254
+  nodes:
+    spine1:
+      group: spines
+      labels:
+        rack: "1"
+    client1:
+      group: clients
+      env:
+        LEVEL: node
+    client2:
+      group: clients
+      exec:
+        - ip addr add 192.168.2.1/24 dev eth1
+    plain: {}
+  links:
+    - endpoints: ["spine1:eth1", "client1:eth1"]
+    - endpoints: ["spine1:eth2", "client2:eth1"]
+"""
+
+
+def test_inheritance_defaults_kinds_groups_node(tmp_path: Path) -> None:
+    """Written the way containerlab's examples are: per-group images, binds
+    and exec lists; defaults < kinds < groups < node."""
+    (tmp_path / "frr.conf").write_text("frr defaults traditional\n")
+    path = write(tmp_path, CONTAINERLAB_STYLE, files=())
+    topo = load_topology(path, lab_root=tmp_path / "labs")
+    spine, c1, c2, plain = (topo.node(n) for n in ("spine1", "client1", "client2", "plain"))
+    assert spine.image_kind is ImageKind.FRR and spine.group == "spines"
+    assert spine.bound_source("/etc/frr/frr.conf") == tmp_path / "frr.conf"
+    assert dict(spine.env) == {"LEVEL": "group", "FROM_DEFAULTS": "1"}
+    assert dict(spine.labels) == {"lab": "groups", "role": "spine", "rack": "1"}
+    assert spine.restart == "on-failure"  # FRR's default
+    assert c1.image == "alpine:3" and dict(c1.env)["LEVEL"] == "node"
+    assert c1.exec == (
+        "ip addr add 192.168.1.1/24 dev eth1",
+        "ip route add default via 192.168.1.254",
+    )
+    assert c2.exec == ("ip addr add 192.168.2.1/24 dev eth1",)  # the node's list replaces
+    assert c1.restart == c2.restart == "always"
+    assert (
+        plain.image == "alpine:3" and plain.restart == "no" and dict(plain.env)["LEVEL"] == "kind"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "policy"),
+    [
+        ("No", "no"),
+        ("On-failure", "on-failure"),
+        ("always", "always"),
+        ("unless-stopped", "always"),
+    ],
+)
+def test_restart_policy_values(tmp_path: Path, value: str, policy: str) -> None:
+    topo = load_topology(
+        write(tmp_path, lab({"a": {**HOST, "restart-policy": value}})), lab_root=tmp_path
+    )
+    assert topo.node("a").restart == policy
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -223,6 +373,8 @@ def test_cli_reports_topology_errors_before_creating_anything(
         ("alpine:3", ImageKind.HOST),
         ("registry:5000/busybox", ImageKind.HOST),
         ("ghcr.io/hellt/network-multitool", ImageKind.HOST),
+        ("quay.io/coreos/etcd:v3.5.17", ImageKind.ETCD),
+        ("gcr.io/etcd-development/etcd:v3.5.0", ImageKind.ETCD),
     ],
 )
 def test_image_kind(image: str, kind: ImageKind) -> None:
@@ -434,3 +586,182 @@ def test_loopback_metrics_or_eth0_links_are_refused(tmp_path: Path) -> None:
     topo = mgmt.with_prometheus(load_topology(path, lab_root=tmp_path))
     with pytest.raises(TopologyError, match=r"node a: metrics.listen 127.0.0.1:9641 .* 0.0.0.0"):
         mgmt.scrape_targets(topo, mgmt.plan_network(topo))
+
+
+# -- etcd members ------------------------------------------------------------------
+
+
+def test_etcd_address_is_the_first_address_the_exec_steps_add() -> None:
+    from ipaddress import ip_address
+
+    from l3fabric.lab.etcd import exec_address
+
+    assert exec_address(["ip link set eth1 up", "ip addr add 10.0.0.5/24 dev eth1"]) == (
+        ip_address("10.0.0.5")
+    )
+    six_first = ["ip -6 addr add fd00::5/64 dev eth1 nodad", "ip address add 10.0.0.6/24 dev eth1"]
+    assert exec_address(six_first) == ip_address("10.0.0.6")
+    assert exec_address(["ip a add fd00::7/64 dev eth1"]) == ip_address("fd00::7")
+    assert exec_address(["ip route add default via 10.0.0.1", "echo 'ip addr add"]) is None
+
+
+def etcd_lab(tmp_path: Path, exec_steps: dict[str, list[str]]) -> Path:
+    nodes = {
+        name: {"kind": "linux", "image": "quay.io/coreos/etcd:v3.5.17", "exec": steps}
+        for name, steps in exec_steps.items()
+    }
+    path = tmp_path / "e.clab.yml"
+    path.write_text(yaml.safe_dump({"name": "e", "topology": {"nodes": nodes}}))
+    return path
+
+
+def test_an_etcd_node_needs_an_underlay_address(tmp_path: Path) -> None:
+    path = etcd_lab(tmp_path, {"etcd1": ["ip link set eth1 up"]})
+    with pytest.raises(TopologyError, match=r"topology.nodes.etcd1.exec: .* runs etcd"):
+        load_topology(path, lab_root=tmp_path)
+
+
+def test_etcd_members_form_one_cluster_on_their_underlay_addresses(tmp_path: Path) -> None:
+    from l3fabric.lab import etcd
+
+    steps = {f"e{i}": [f"ip addr add 198.18.0.24{i}/24 dev eth1"] for i in (1, 2)}
+    steps["e3"] = ["ip addr add fd00::243/64 dev eth1"]
+    topo = load_topology(etcd_lab(tmp_path, steps), lab_root=tmp_path)
+    members = topo.etcd_members()
+    assert [(m.name, m.client_url) for m in members] == [
+        ("e1", "http://198.18.0.241:2379"),
+        ("e2", "http://198.18.0.242:2379"),
+        ("e3", "http://[fd00::243]:2379"),
+    ]
+    argv = etcd.argv(members[1], members, "e")
+    assert argv[0] == "etcd" and "--name=e2" in argv
+    assert "--data-dir=/var/lib/etcd/e2" in argv
+    assert "--listen-client-urls=http://198.18.0.242:2379,http://127.0.0.1:2379" in argv
+    assert "--listen-peer-urls=http://198.18.0.242:2380" in argv
+    assert (
+        "--initial-cluster=e1=http://198.18.0.241:2380,e2=http://198.18.0.242:2380,"
+        "e3=http://[fd00::243]:2380"
+    ) in argv
+    assert "--initial-cluster-token=e" in argv and "--initial-cluster-state=new" in argv
+    # The data directory is the node's own, in the lab's state directory.
+    plan = plan_mounts(
+        topo.node("e1"), LabPaths(tmp_path, "e"), daemons.PRIVATE_DIRS[ImageKind.ETCD]
+    )
+    (bind,) = [b for b in plan.binds if b.target == PurePosixPath("/var/lib/etcd")]
+    assert LabPaths(tmp_path, "e").dir in bind.source.parents
+
+
+def test_etcd_and_then_agents_start_after_the_exec_steps(tmp_path: Path) -> None:
+    topo = load_topology(CLAB / "etcd-fabric.clab.yml", lab_root=tmp_path)
+    first, later = daemons.start_order(topo)
+    assert {n.name for n in first} == {"rr1", "rr2"}
+    assert [[n.name for n in group] for group in later] == [
+        ["etcd1", "etcd2", "etcd3"],
+        [f"node{i}" for i in range(1, 7)],
+    ]
+    plain = load_topology(CLAB / "route-reflectors.clab.yml", lab_root=tmp_path)
+    first, later = daemons.start_order(plain)
+    assert later == [] and {n.name for n in first} == {"rr1", "rr2"} | {
+        f"node{i}" for i in range(1, 5)
+    }
+
+
+def test_etcd_fabric_nodes_use_the_three_members(tmp_path: Path) -> None:
+    from l3fabric.config import load_config
+
+    topo = load_topology(CLAB / "etcd-fabric.clab.yml", lab_root=tmp_path)
+    urls = tuple(m.client_url for m in topo.etcd_members())
+    assert len(urls) == 3
+    agents = [n for n in topo.nodes if n.image_kind is ImageKind.L3FABRIC]
+    assert len(agents) == 6
+    for node in agents:
+        source = node.bound_source("/etc/l3fabric/node.yaml")
+        assert source is not None
+        datastore = load_config(str(source)).datastore
+        assert datastore.type == "etcd" and datastore.endpoints == urls
+
+
+def test_keeper_policy_and_backoff() -> None:
+    from l3fabric.lab import keeper
+
+    assert keeper.should_restart("on-failure", 1) and keeper.should_restart("on-failure", -9)
+    assert not keeper.should_restart("on-failure", 0) and not keeper.should_restart("no", 1)
+    assert keeper.should_restart("always", 0)
+    assert [keeper.backoff(i) for i in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert keeper.describe_exit(-9) == "signal SIGKILL" and keeper.describe_exit(3) == "code 3"
+
+
+def test_lab_logs_selection_and_follow(tmp_path: Path) -> None:
+    import io
+
+    from l3fabric.lab import nodefiles
+
+    files = {n: tmp_path / f"{n}.log" for n in ("holder", "frr-zebra", "frr-bgpd")}
+    for name, path in files.items():
+        path.write_text(f"{name} 1\n")
+    assert [w for w, _ in nodefiles.select_logs(files, "frr", "s1")] == ["frr-zebra", "frr-bgpd"]
+    assert [w for w, _ in nodefiles.select_logs(files, None, "s1")] == ["frr-zebra", "frr-bgpd"]
+    with pytest.raises(LabError, match=r"has no agent log .*frr, frr-bgpd"):
+        nodefiles.select_logs(files, "agent", "s1")
+    out = io.StringIO()
+    rounds = iter(range(3))
+
+    def stop() -> bool:
+        step = next(rounds, None)
+        if step == 0:
+            with open(files["frr-bgpd"], "a") as f:
+                f.write("bgpd 2\n")
+        elif step == 1:
+            files["frr-bgpd"].write_text("new\n")  # truncated: read from the start
+        return step is None
+
+    nodefiles.show_logs([("frr-bgpd", files["frr-bgpd"])], out, follow=True, stop=stop, interval=0)
+    assert out.getvalue() == "frr-bgpd 1\nbgpd 2\nnew\n"
+
+
+def test_stale_single_file_bind_is_reported(tmp_path: Path) -> None:
+    from l3fabric.lab import nodefiles
+    from l3fabric.lab.topology import Bind
+
+    conf = tmp_path / "node.yaml"
+    conf.write_text("x\n")
+    st = conf.stat()
+    node = Node(
+        "n1", "linux", "l3fabric/node", (Bind(conf, PurePosixPath("/etc/l3fabric/node.yaml")),)
+    )
+    same = nodefiles.stale_binds(node, 1, lambda _h, _t: f"{st.st_dev}:{st.st_ino}")
+    assert same == []
+    (stale,) = nodefiles.stale_binds(node, 1, lambda _h, _t: f"{st.st_dev}:{st.st_ino + 1}")
+    assert stale.target == "/etc/l3fabric/node.yaml" and "replaced" in stale.message("n1")
+
+
+def test_exec_of_an_agent_command_in_a_node_without_agent() -> None:
+    from l3fabric.lab import nodefiles
+
+    leaf = Node("leaf1", "linux", "l3fabric/bird:2")
+    reason = nodefiles.not_an_agent(leaf, ["l3fabric", "status"])
+    assert reason is not None and "leaf1 is a bird node" in reason and "birdc" in reason
+    assert nodefiles.not_an_agent(leaf, ["python3", "-m", "l3fabric.cli", "--debug", "routes"])
+    assert nodefiles.not_an_agent(leaf, ["l3fabric", "bird", "render", "--help"]) is None
+    assert nodefiles.not_an_agent(leaf, ["l3fabric", "status", "--socket", "/x"]) is None
+    assert nodefiles.not_an_agent(leaf, ["birdc", "show", "status"]) is None
+    agent = Node("node1", "linux", "l3fabric/node")
+    assert nodefiles.not_an_agent(agent, ["l3fabric", "status"]) is None
+
+
+def test_inspect_of_a_lab_never_deployed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, lab({"a": HOST}))
+    code = cli_lab.main(["lab", "inspect", str(path), "--lab-root", str(tmp_path / "labs")])
+    assert code == 1
+    assert "lab t is not deployed" in capsys.readouterr().err
+
+
+def test_unreachable_agent_hint_is_separate() -> None:
+    from l3fabric import control
+
+    exc = control.AgentUnreachable(Path("/x/agent.sock"), "no such socket")
+    brief = "cannot reach the l3fabric agent at /x/agent.sock: no such socket"
+    assert str(exc) == exc.brief == brief
+    assert exc.message == f"{exc.brief} {control.UNREACHABLE_HINT}"  # what the CLI prints
