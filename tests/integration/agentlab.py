@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -144,7 +147,7 @@ def start_agent(procs: Processes, node: AgentNode, timeout: float = 20) -> None:
         raise AssertionError(f"agent {node.name} not ready:\n{node.log_tail()}") from None
 
 
-MESH_BGP: dict[str, Any] = {"mesh": True, "hold_time": 9, "keepalive": 3}
+MESH_BGP: dict[str, Any] = {"mesh": True, "hold_time": 9}
 
 
 def start_mesh(
@@ -171,3 +174,23 @@ def start_mesh(
             what=f"{node.name}: {sessions} sessions Established",
         )
     return nodes
+
+
+def speaker_pid(node: AgentNode) -> int | None:
+    """The pid of the node's ExaBGP, from the speaker's pid file, if alive."""
+    pid_file = node.socket.parent / "exabgp" / "exabgp.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(pid_file.parent).encode() in cmdline else None
+
+
+def stop_orphaned_speaker(node: AgentNode) -> None:
+    """After an agent was SIGKILLed its ExaBGP runs on (in its own session,
+    out of the test's process group) until its grace time: stop it by PID."""
+    pid = speaker_pid(node)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

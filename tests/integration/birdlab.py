@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,10 +32,18 @@ class Bird:
 
 
 def start_bird(procs: Processes, netns: str, cfg: BirdConfig, tmp_path: Path, tag: str) -> Bird:
+    return start_bird_config(procs, netns, lambda log: render(_with_log(cfg, log)), tmp_path, tag)
+
+
+def start_bird_config(
+    procs: Processes, netns: str, text: Callable[[Path], str], tmp_path: Path, tag: str
+) -> Bird:
+    """BIRD in `netns` with the configuration text(log file), its files
+    named by `tag` in tmp_path; returns once it answers."""
     log = tmp_path / f"{tag}.log"
     conf = tmp_path / f"{tag}.conf"
     socket = str(tmp_path / f"{tag}.ctl")
-    conf.write_text(render(_with_log(cfg, log)))
+    conf.write_text(text(log))
     proc = procs.start(
         ["bird", "-f", "-c", str(conf), "-s", socket, "-P", str(tmp_path / f"{tag}.pid")],
         netns=netns,
@@ -60,3 +69,18 @@ def lan(netns: Namespaces, members: list[tuple[str, list[str]]]) -> str:
         netns.link(member, switch, addrs, (), names=("eth1", f"p{i}"))
         ns_run(switch, ["ip", "link", "set", f"p{i}", "master", "br0"])
     return switch
+
+
+def start_raw_bird(procs: Processes, netns: str, text: str, tmp_path: Path, tag: str) -> Bird:
+    """BIRD with a hand-written configuration (a hostile peer's export
+    filters are beyond what the renderer produces); `text` gets the log line."""
+    return start_bird_config(procs, netns, lambda log: f'log "{log}" all;\n{text}', tmp_path, tag)
+
+
+def reconfigure_raw_bird(bird: Bird, text: str) -> None:
+    """Replace a start_raw_bird configuration and make BIRD load it."""
+    conf = Path(bird.socket).with_suffix(".conf")
+    conf.write_text(f'log "{bird.log}" all;\n{text}')
+    out = bird.cli("configure")
+    if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
+        raise AssertionError(f"BIRD did not take the new configuration:\n{out}")

@@ -158,3 +158,42 @@ def test_a_new_namespace_at_a_workloads_path_is_not_wired(
     result = node.cli_json("reconcile")
     assert result["orphans"] == ["w1"]
     assert "eth0" not in ns_run(name, ["ip", "-o", "link", "show"])
+
+
+def test_reconcile_repairs_inside_the_workload_namespace(
+    node: AgentNode, netns: Namespaces
+) -> None:
+    """A workload left without its default route and address (an agent killed
+    mid-add, an operator) is found and rewired by the next pass."""
+    w = netns.add("w")
+    v4, _v6 = node.cli_json("workload", "add", "w", "--netns", w)["addresses"]
+    ns_run(w, ["ip", "route", "del", "default"])
+    ns_run(w, ["ip", "addr", "del", f"{v4}/32", "dev", "eth0"])
+    assert not _ok(w, ["ping", "-c", "1", "-W", "1", "198.18.0.1"])
+    report = node.cli_json("reconcile")
+    assert report["repaired"] == {"workload_side": 1}
+    assert v4 in ns_run(w, ["ip", "-4", "addr", "show", "dev", "eth0"])
+    assert "default via 169.254.1.1" in ns_run(w, ["ip", "-4", "route", "show"])
+    assert _ok(w, ["ping", "-c", "1", "-W", "1", "198.18.0.1"])
+    assert node.cli_json("reconcile")["repaired"] == {}
+
+
+def test_a_namespace_that_is_not_a_new_workloads_is_refused(
+    node: AgentNode, netns: Namespaces
+) -> None:
+    """Anyone who can reach the socket names a namespace by path: not the
+    host's, not a node's, not one that already holds a workload."""
+    w = netns.add("w")
+    node.cli_json("workload", "add", "first", "--netns", w)
+    other_node, peer = netns.add("node2"), netns.add("peer")
+    netns.link(other_node, peer, ["198.18.0.2/24"], ["198.18.0.3/24"], names=("eth1", "eth1"))
+    for name, target, why in (
+        ("again", f"/run/netns/{w}", "already holds workload first"),
+        ("mine", f"/run/netns/{node.netns}", "the node's own network namespace"),
+        ("other", f"/run/netns/{other_node}", "addressed interfaces (eth1)"),
+        ("host", "/proc/1/ns/net", "/proc/1/ns/net"),
+    ):
+        refused = node.cli("workload", "add", name, "--netns", target, check=False)
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+    assert [w["name"] for w in node.cli_json("workload", "list")] == ["first"]
+    assert node.cli_json("ipam", "check")["problems"] == []

@@ -87,7 +87,6 @@ def node_bgp(password: str | None = None) -> dict[str, Any]:
     return {
         "mesh": False,
         "hold_time": 9,
-        "keepalive": 3,
         "peers": peers,
         "import_policy": {"allowed_prefixes": list(EXT_NETS)},
     }
@@ -205,3 +204,40 @@ def test_wrong_md5_password_keeps_session_down_and_says_why(
     assert {p["state"] for p in peers} != {"Established"}
     assert all("MD5" in p["info"] for p in peers), peers
     assert node.cli("status", check=False).returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed")
+def test_a_peer_that_says_goodbye_takes_its_routes_with_it_despite_graceful_restart(
+    netns: Namespaces, procs: Processes, tmp_path: Path
+) -> None:
+    """`birdc disable` sends a Cease NOTIFICATION: RFC 4724 keeps routes as
+    stale only for a session that ends without one, so the node drops the
+    ToR's routes at once rather than after the 120 s restart time."""
+    nodes, tor, _ext = build(netns, tmp_path)
+    node = nodes[0]
+    bgp = node_bgp()
+    bgp["graceful_restart"] = {"enabled": True, "restart_time": 120}
+    node = make_node(
+        netns,
+        tmp_path,
+        "node1",
+        1,
+        store=tmp_path / "store",
+        ns=node.netns,
+        asn=NODE_AS[1],
+        extra={"bgp": bgp},
+    )
+    bird = start_bird(procs, tor, bird_tor(), tmp_path, "tor")
+    start_agent(procs, node)
+
+    def installed() -> set[str]:
+        return {r["prefix"] for r in node.cli_json("routes")["routes"]} & set(EXT_NETS)
+
+    wait_for(lambda: installed() == set(EXT_NETS), timeout=40, what="ToR subnets installed")
+    (protocol,) = [name for name in bird.established() if name.endswith("node1_v4")]
+    bird.cli("disable", protocol)
+    # Well inside the restart time: a stale-kept route would still be here.
+    wait_for(lambda: installed() == {EXT_NETS[1]}, timeout=15, what="v4 routes gone at once")
+    (peer,) = [p for p in node.status()["peers"] if p["peer"] == TOR[0]]
+    assert peer["state"] != "Established"
+    assert peer["received"] == 0

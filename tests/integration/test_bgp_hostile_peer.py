@@ -1,127 +1,185 @@
-"""A hostile external peer: hijack attempts and a prefix flood.
+"""A hostile external peer against one node, IPv4 and IPv6: the import
+policy's matrix, each case a regression test against a real BIRD 2 peer.
 
-The peer is a BIRD instance announcing static routes: a /32 equal to a local
-workload, a default route, and later more prefixes than max-prefix allows.
+node1 (AS 65001) runs a workload "victim"; the hostile BIRD (AS 65066) on
+the same LAN announces, on one session per family: the victim's own /32 or
+/128, a prefix covering it, the default route, a pool prefix with our AS
+prepended to its path, one with a next hop on no connected network, one
+with node1's own address as next hop, an honest pool prefix and one outside
+the pools. Every refused route is listed by `l3fabric routes --received`
+with its reason and is never in the kernel (route protocol 76); the honest
+one is installed and the victim stays reachable.
+
+One lab per family (module-scoped): the cases only read it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agentlab import make_node, start_agent
-from tests.nettools import Namespaces, Processes, ns_run, run, wait_for
+from tests.integration.agentlab import AgentNode, make_node, start_agent
+from tests.integration.birdlab import Bird
+from tests.integration.hostilelab import (
+    FAMILIES,
+    NODE_AS,
+    Family,
+    external_peer,
+    forged_routes,
+    kernel_prefixes,
+    kernel_routes,
+    link_hostile,
+    start_hostile,
+    verdicts,
+    wait_established,
+)
+from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed"),
 ]
 
-VICTIM = "100.64.0.10"
-MAX_PREFIXES = 20
+
+@dataclass(frozen=True)
+class Lab:
+    fam: Family
+    node: AgentNode
+    hostile: Bird
+    received: dict[str, str | None]  # what the hostile peer sent, once all of it is in
+    kernel: set[str]  # node1's proto-76 prefixes of the family at that time
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda f: f.id)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 for network namespaces")
+    fam: Family = request.param
+    tmp = tmp_path_factory.mktemp(f"hostile-{fam.id}")
+    netns, procs = Namespaces(), Processes()
+    try:
+        yield _build(netns, procs, tmp, fam)
+    finally:
+        procs.cleanup()
+        netns.cleanup()
+
+
+def _build(netns: Namespaces, procs: Processes, tmp: Path, fam: Family) -> Lab:
+    node_ns = netns.add("n")
+    # node1's node addresses, on lo: no other node here.
+    for address in ("198.18.0.1/32", "fd00:198:18::1/128"):
+        ns_run(node_ns, ["ip", "addr", "add", address, "dev", "lo"])
+    peer_ns = link_hostile(netns, node_ns, fam)
+    node = make_node(
+        netns,
+        tmp,
+        "node1",
+        1,
+        store=tmp / "store",
+        ns=node_ns,
+        asn=NODE_AS,
+        extra={"bgp": {"mesh": False, "hold_time": 9, "peers": [external_peer(fam)]}},
+    )
+    start_agent(procs, node)
+    workload = netns.add("w")
+    node.cli_json("workload", "add", "victim", "--netns", workload, "--ip", fam.victim)
+    routes = forged_routes(fam, [fam.victim])
+    hostile = start_hostile(procs, peer_ns, tmp, fam, routes)
+    wait_established(node, [fam.hostile])
+    try:
+        wait_for(
+            lambda: set(verdicts(node, fam.hostile)) == set(routes),
+            timeout=20,
+            what="every hostile route to arrive",
+        )
+    except AssertionError as exc:
+        sent = hostile.cli("show", "route", "export", "victim", check=False)
+        got = node.cli("routes", "--received").stdout
+        raise AssertionError(f"{exc}\nBIRD exports:\n{sent}\nreceived:\n{got}") from None
+    # Give the accepted route its way into the kernel before reading it.
+    try:
+        wait_for(
+            lambda: fam.legit in kernel_prefixes(node, fam), timeout=20, what="the honest route"
+        )
+    except AssertionError as exc:
+        got = node.cli("routes", "--received").stdout
+        raise AssertionError(f"{exc}\n{got}\n{kernel_routes(node, fam)}") from None
+    return Lab(fam, node, hostile, verdicts(node, fam.hostile), kernel_prefixes(node, fam))
+
+
+def _refused(lab: Lab, prefix: str, reason: str) -> None:
+    assert lab.received[prefix] == reason, lab.received
+    if prefix != lab.fam.host(lab.fam.victim):  # the victim's own route is there
+        assert prefix not in lab.kernel, kernel_routes(lab.node, lab.fam)
+    # The operator's table says the same thing in words.
+    table = lab.node.cli("routes", "--received", "--prefix", prefix).stdout
+    assert f"rejected: {reason}" in table, table
 
 
 def ok(ns: str, *cmd: str) -> bool:
     return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True).returncode == 0
 
 
-def hostile_config(log: Path, flood: int) -> str:
-    flood_routes = "".join(
-        f"  route 100.64.{200 + i // 250}.{i % 250}/32 blackhole;\n" for i in range(flood)
-    )
-    return f"""
-log "{log}" all;
-router id 198.18.0.66;
-protocol device {{}}
-protocol static hostile {{
-  ipv4;
-  route {VICTIM}/32 blackhole;
-  route 100.64.0.0/24 blackhole;
-  route 0.0.0.0/0 blackhole;
-  route 100.64.99.0/24 blackhole;
-{flood_routes}}}
-protocol bgp victim {{
-  local 198.18.0.66 as 65066;
-  neighbor 198.18.0.1 as 65001;
-  hold time 9;
-  connect retry time 1;
-  ipv4 {{ import none; export all; }};
-}}
-"""
+def test_hijack_of_local_workload_is_refused(lab: Lab) -> None:
+    fam = lab.fam
+    _refused(lab, fam.host(fam.victim), "covers-local-workload")
+    # The victim's own route is the node's, through its veth.
+    route = ns_run(lab.node.netns, ["ip", fam.ip_flag, "route", "show", fam.host(fam.victim)])
+    assert "dev l3f" in route and "via" not in route, route
+    assert ok(lab.node.netns, "ping", fam.ip_flag, "-c", "1", "-W", "2", fam.victim)
 
 
-def test_hostile_peer_cannot_hijack_or_flood(
-    netns: Namespaces, procs: Processes, tmp_path: Path
-) -> None:
-    node_ns, peer_ns = netns.add("n"), netns.add("evil")
-    netns.link(node_ns, peer_ns, ["198.18.0.1/24", "fd00:198:18::1/64"], ["198.18.0.66/24"])
-    node = make_node(
-        netns,
-        tmp_path,
-        "node1",
-        1,
-        store=tmp_path / "store",
-        ns=node_ns,
-        asn=65001,
-        extra={
-            "bgp": {
-                "mesh": False,
-                "hold_time": 9,
-                "keepalive": 3,
-                "peers": [{"address": "198.18.0.66", "asn": 65066, "role": "external"}],
-                "import_policy": {"max_prefixes": MAX_PREFIXES},
-            }
-        },
-    )
-    start_agent(procs, node)
-    workload = netns.add("w")
-    node.cli_json("workload", "add", "victim", "--netns", workload, "--ip", VICTIM)
+def test_covering_prefix_is_refused(lab: Lab) -> None:
+    _refused(lab, lab.fam.covering, "covers-local-workload")
 
-    conf, sock = tmp_path / "evil.conf", str(tmp_path / "evil.ctl")
-    conf.write_text(hostile_config(tmp_path / "evil.log", flood=0))
-    procs.start(
-        ["bird", "-f", "-c", str(conf), "-s", sock, "-P", str(tmp_path / "evil.pid")],
-        netns=peer_ns,
-        log_path=str(tmp_path / "evil.out"),
-    )
-    wait_for(
-        lambda: node.peer_states() == {"198.18.0.66": "Established"},
-        timeout=30,
-        what="session with the hostile peer",
-    )
 
-    def verdicts() -> dict[str, str | None]:
-        routes = node.cli_json("routes", "--received", "--peer", "198.18.0.66")["routes"]
-        return {r["prefix"]: r["reason"] for r in routes}
+def test_default_route_is_refused(lab: Lab) -> None:
+    _refused(lab, lab.fam.default, "default-route")
+    table = ns_run(lab.node.netns, ["ip", lab.fam.ip_flag, "route", "show", "default"])
+    assert table.strip() == "", table
 
-    wait_for(lambda: len(verdicts()) == 4, timeout=10, what="the hostile routes to arrive")
-    assert verdicts() == {
-        f"{VICTIM}/32": "covers-local-workload",
-        "100.64.0.0/24": "covers-local-workload",
-        "0.0.0.0/0": "default-route",
-        "100.64.99.0/24": None,
-    }
-    table = ns_run(node_ns, ["ip", "route", "show"])
-    assert "default" not in table
-    assert f"{VICTIM} dev l3f" in table and "100.64.0.0/24" not in table
-    assert ok(node_ns, "ping", "-c", "1", "-W", "1", VICTIM)
 
-    # Now flood past max-prefix: the session is torn down and held down.
-    conf.write_text(hostile_config(tmp_path / "evil.log", flood=MAX_PREFIXES + 5))
-    run(["birdc", "-s", sock, "configure"])
-    wait_for(
-        lambda: "max-prefix" in node.status()["peers"][0]["info"],
-        timeout=15,
-        what="max-prefix teardown reported",
-    )
-    peer = node.status()["peers"][0]
-    assert peer["state"] != "Established"
-    assert verdicts() == {}
-    assert "100.64.99.0/24" not in ns_run(node_ns, ["ip", "route", "show"])
-    # The agent is healthy and the local workload is still reachable.
-    assert node.proc is not None and node.proc.poll() is None
-    assert [w["name"] for w in node.cli_json("workload", "list")] == ["victim"]
-    assert ok(node_ns, "ping", "-c", "1", "-W", "1", VICTIM)
+def test_as_path_loop_is_refused(lab: Lab) -> None:
+    routes = lab.node.cli_json("routes", "--received", "--prefix", lab.fam.as_loop)["routes"]
+    assert [r["as_path"] for r in routes] == [[65066, 65001]]
+    _refused(lab, lab.fam.as_loop, "as-loop")
+
+
+def test_next_hop_on_no_connected_network_never_reaches_the_kernel(lab: Lab) -> None:
+    routes = lab.node.cli_json("routes", "--received", "--prefix", lab.fam.far_hop)["routes"]
+    assert [r["next_hop"] for r in routes] == [lab.fam.far_gateway]
+    # The kernel refuses a gateway on no on-link network, whatever the RIB says.
+    assert lab.fam.far_hop not in kernel_prefixes(lab.node, lab.fam)
+
+
+def test_next_hop_on_no_connected_network_is_refused(lab: Lab) -> None:
+    _refused(lab, lab.fam.far_hop, "unreachable-next-hop")
+
+
+def test_next_hop_of_our_own_is_refused(lab: Lab) -> None:
+    routes = lab.node.cli_json("routes", "--received", "--prefix", lab.fam.self_hop)["routes"]
+    assert [r["next_hop"] for r in routes] == [lab.fam.node]
+    _refused(lab, lab.fam.self_hop, "next-hop-self")
+
+
+def test_prefix_outside_the_pools_is_refused(lab: Lab) -> None:
+    _refused(lab, lab.fam.outside, "outside-pools")
+
+
+def test_honest_route_is_installed_and_nothing_else(lab: Lab) -> None:
+    fam = lab.fam
+    assert lab.received[fam.legit] is None
+    route = ns_run(lab.node.netns, ["ip", fam.ip_flag, "route", "show", fam.legit, "proto", "76"])
+    assert f"via {fam.hostile}" in route, route
+    # The kernel holds the victim's own host route and the honest prefix:
+    # no refused route, whatever its reason.
+    assert lab.kernel == {fam.host(fam.victim), fam.legit}, kernel_routes(lab.node, fam)
+    refused = {p for p, reason in lab.received.items() if reason is not None}
+    peer = next(p for p in lab.node.status()["peers"] if p["peer"] == fam.hostile)
+    assert sum(peer["rejected"].values()) == len(refused), peer

@@ -3,13 +3,21 @@ routes learned by BGP, with no encapsulation and no NAT."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agentlab import AgentNode, start_agent, start_mesh
+from tests.integration.agentlab import (
+    MESH_BGP,
+    AgentNode,
+    speaker_pid,
+    start_agent,
+    start_mesh,
+    stop_orphaned_speaker,
+)
 from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = pytest.mark.integration
@@ -153,3 +161,33 @@ def test_agent_restart_keeps_routes_on_peer(
     events_a = [line for line in monitor_a_log.read_text().splitlines() if v4b in line.split()]
     assert not [e for e in events_a if e.startswith("Deleted")], events_a
     assert learned(a.netns, v4b)
+
+
+ORPHAN_GR_TIME = 3
+
+
+def test_a_dead_agents_exabgp_announces_for_the_restart_time_then_stops(
+    netns: Namespaces, procs: Processes, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The rule for an agent that dies and does not come back: its ExaBGP
+    keeps the sessions (so a restart within the graceful-restart time loses
+    nothing), then stops, and the peers drop the node's routes."""
+    bgp = {**MESH_BGP, "graceful_restart": {"enabled": True, "restart_time": ORPHAN_GR_TIME}}
+    a, b = start_mesh(netns, procs, tmp_path, extra=lambda index: {"bgp": bgp})
+    request.addfinalizer(lambda: stop_orphaned_speaker(a))
+    wa = netns.add("wa")
+    v4a = a.cli_json("workload", "add", "wa", "--netns", wa)["addresses"][0]
+    wait_for(lambda: learned(b.netns, v4a), timeout=10, what="learned")
+    exabgp = speaker_pid(a)
+    assert exabgp is not None and a.proc is not None
+    os.kill(a.proc.pid, signal.SIGKILL)  # the agent alone, not its ExaBGP
+    # Still announcing at first: the session stays up, the route stays.
+    assert speaker_pid(a) == exabgp and learned(b.netns, v4a)
+    wait_for(
+        lambda: speaker_pid(a) is None,
+        timeout=ORPHAN_GR_TIME + 15,
+        what="the orphaned ExaBGP stopped",
+    )
+    wait_for(
+        lambda: not learned(b.netns, v4a), timeout=ORPHAN_GR_TIME + 15, what="route dropped on b"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -73,7 +74,6 @@ def test_four_nodes_two_reflectors(netns: Namespaces, procs: Processes, tmp_path
     bgp = {
         "mesh": False,
         "hold_time": 9,
-        "keepalive": 3,
         "graceful_restart": {"enabled": True, "restart_time": GR_TIME},
         "peers": peers,
     }
@@ -111,13 +111,29 @@ def test_four_nodes_two_reflectors(netns: Namespaces, procs: Processes, tmp_path
     route = ns_run(nodes[1].netns, ["ip", "route", "show", f"{v4_of_1}/32"])
     assert route.split()[:3] == [v4_of_1, "via", "198.18.0.1"], route
 
-    # One reflector down: nothing is lost.
-    procs.stop(birds["rr1"].proc)
-    wait_for(
-        lambda: nodes[1].peer_states()[RR["rr1"][0]] != "Established",
-        timeout=15,
-        what="node2 notices rr1 is gone",
+    # One reflector SIGKILLed under a 10 ms ping from node2's workload to
+    # node1's, until node2's hold timer ends the session and drops rr1's
+    # paths: not one is lost (the other reflector's paths were there).
+    ping = subprocess.Popen(
+        ["ip", "netns", "exec", workloads[1][0], "ping", "-q", "-i", "0.01", "-c", "2000", v4_of_1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
+    try:
+        procs.stop(birds["rr1"].proc, signal.SIGKILL)
+        wait_for(
+            lambda: nodes[1].peer_states()[RR["rr1"][0]] != "Established",
+            timeout=15,
+            what="node2 notices rr1 is gone",
+        )
+        assert ping.poll() is None, "the ping ended before node2 dropped rr1"
+        out, _ = ping.communicate(timeout=60)
+    finally:
+        if ping.poll() is None:
+            ping.kill()
+            ping.wait()
+    assert " 2000 received" in out, out
     assert reachable(pairs)
 
     # Both down: the routes go once the graceful-restart time has passed.

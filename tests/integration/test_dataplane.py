@@ -28,6 +28,8 @@ from l3fabric.dataplane import (
     RouteFailure,
     resolve_netns,
 )
+from l3fabric.dataplane.linklocal import LinkLocalReader
+from l3fabric.dataplane.nlsocket import NetlinkSocket
 from l3fabric.dataplane.routes import RouteSocket
 from l3fabric.model import (
     RTPROT_L3FABRIC,
@@ -37,6 +39,7 @@ from l3fabric.model import (
     RouteKind,
     Workload,
     host_iface_name,
+    workload_routes,
 )
 from tests.nettools import Namespaces, ns_run
 
@@ -85,6 +88,12 @@ class Node:
         """node.attach(w) runs dataplane.attach(w) inside the node namespace."""
         target = getattr(self.dataplane, method)
         return lambda *args: self.runner.call(target, *args)
+
+    def wire(self, workload: Workload) -> None:
+        """What the agent does for an add: attach, then the route table
+        programs the workload's host routes."""
+        self.attach(workload)
+        assert self.program(workload_routes(workload), []) == []
 
 
 @contextmanager
@@ -200,8 +209,8 @@ def via(prefix: str, *gateways: str) -> Route:
 def test_workloads_ping_each_other_and_the_node(node: Node, netns: Namespaces) -> None:
     w1 = workload(netns, "w", "100.64.0.1", "fd00:64::1")
     w2 = workload(netns, "w", "100.64.0.2", "fd00:64::2")
-    node.attach(w1)
-    node.attach(w2)
+    node.wire(w1)
+    node.wire(w2)
 
     for src, dst in ((w1, w2), (w2, w1)):
         for address in dst.addresses:
@@ -232,9 +241,61 @@ def test_workloads_ping_each_other_and_the_node(node: Node, netns: Namespaces) -
     assert all(r.kind is RouteKind.LOCAL_WORKLOAD for r in node.dump_routes())
 
 
+class CountingSocket(NetlinkSocket):
+    """Counts the address messages a dump brought back."""
+
+    def __init__(self) -> None:
+        super().__init__(rcvbuf=1 << 20)
+        self.received = 0
+
+    def dump(self, make_request: Callable[[int], bytes]) -> list[Any]:
+        messages = super().dump(make_request)
+        self.received += len(messages)
+        return messages
+
+
+def test_link_local_reads_only_the_interface_asked_for(node: Node, netns: Namespaces) -> None:
+    workloads = [
+        workload(netns, "w", f"100.64.0.{20 + i}", f"fd00:64::{20 + i:x}") for i in range(4)
+    ]
+    for w in workloads:
+        node.wire(w)
+    counting = CountingSocket()
+    reader = LinkLocalReader(counting)
+    try:
+        for w in workloads:
+            (link,) = ip_json(node.name, "-6", "addr", "show", "dev", w.host_iface, "scope", "link")
+            (expected,) = [a["local"] for a in link["addr_info"]]
+            index = int(link["ifindex"])
+            assert node.runner.call(reader.of, index) == ipaddress.IPv6Address(expected)
+        # The kernel filtered each dump to the one interface: one address each,
+        # not every link-local address of the node.
+        assert counting.received == len(workloads)
+        assert node.runner.call(reader.of, 2**31 - 1) is None  # no such interface
+    finally:
+        node.runner.call(reader.close)
+
+
+def test_on_link_networks_are_the_nodes_links_not_its_routes(node: Node, netns: Namespaces) -> None:
+    """The uplink's subnets and a gateway-less route an operator added are on
+    link; the workloads' host routes, gateway routes and fe80::/64 are not."""
+    w = workload(netns, "w", "100.64.0.30", "fd00:64::30")
+    node.wire(w)
+    ns_run(node.name, ["ip", "route", "add", "198.18.5.0/24", "dev", UPLINK])
+    ns_run(node.name, ["ip", "route", "add", "198.18.6.0/24", "via", UPLINK_V4[1]])
+    ns_run(node.name, ["ip", "-6", "route", "add", "fd00:198:18:6::/64", "via", UPLINK_V6[1]])
+    # A learned route of ours without a gateway is not a link either.
+    assert node.program([dev_route("100.64.9.0/26", UPLINK)], []) == []
+    assert node.on_link_networks() == {
+        ipaddress.ip_network("198.18.1.0/24"),
+        ipaddress.ip_network("fd00:198:18:1::/64"),
+        ipaddress.ip_network("198.18.5.0/24"),
+    }
+
+
 def test_workload_side_wiring(node: Node, netns: Namespaces) -> None:
     w = workload(netns, "w", "100.64.0.7", "fd00:64::7")
-    node.attach(w)
+    node.wire(w)
     ns = ns_of(w)
     host_mac = ip_json(node.name, "link", "show", w.host_iface)[0]["address"]
     (eth0,) = [link for link in ip_json(ns, "link", "show") if link["ifname"] == "eth0"]
@@ -260,7 +321,7 @@ def test_workload_side_wiring(node: Node, netns: Namespaces) -> None:
 
 def test_attach_is_idempotent_and_repairs(node: Node, netns: Namespaces) -> None:
     w = workload(netns, "w", "100.64.0.3", "fd00:64::3")
-    node.attach(w)
+    node.wire(w)
     host_before = ip_json(node.name, "link", "show", w.host_iface)[0]["ifindex"]
     state = workload_state(w)
     routes = our_kernel_routes(node.name)
@@ -271,14 +332,13 @@ def test_attach_is_idempotent_and_repairs(node: Node, netns: Namespaces) -> None
     assert our_kernel_routes(node.name) == routes
     assert ip_json(node.name, "link", "show", w.host_iface)[0]["ifindex"] == host_before
 
-    # Break things the way a crash or an operator might; attach puts them back.
+    # Break the workload side the way a crash or an operator might; attach
+    # puts it back (the node's routes are the route table's to repair).
     ns = ns_of(w)
     ns_run(ns, ["ip", "route", "del", "default"])
     ns_run(ns, ["ip", "neigh", "del", "169.254.1.1", "dev", "eth0"])
     ns_run(ns, ["ip", "addr", "del", "100.64.0.3/32", "dev", "eth0"])
     ns_run(ns, ["ip", "addr", "add", "100.64.9.9/32", "dev", "eth0"])
-    ns_run(node.name, ["ip", "route", "del", "100.64.0.3/32"])
-    ns_run(node.name, ["ip", "route", "add", "100.64.9.9/32", "dev", w.host_iface, "proto", "76"])
     node.attach(w)
     assert workload_state(w) == state
     assert our_kernel_routes(node.name) == routes
@@ -291,7 +351,7 @@ def test_attach_replaces_a_veth_whose_peer_is_not_the_workloads(
     w = workload(netns, "w", "100.64.0.4")
     # A leftover: right name, but its peer is still in the node namespace.
     ns_run(node.name, ["ip", "link", "add", w.host_iface, "type", "veth", "peer", "name", "junk"])
-    node.attach(w)
+    node.wire(w)
     links = [link["ifname"] for link in ip_json(node.name, "link", "show")]
     assert "junk" not in links and w.host_iface in links
     ping(ns_of(w), NODE_V4)
@@ -326,8 +386,8 @@ def test_attach_to_a_missing_namespace_names_it(node: Node) -> None:
 def test_detach_leaves_nothing_and_is_idempotent(node: Node, netns: Namespaces) -> None:
     w1 = workload(netns, "w", "100.64.0.8", "fd00:64::8")
     w2 = workload(netns, "w", "100.64.0.9", "fd00:64::9")
-    node.attach(w1)
-    node.attach(w2)
+    node.wire(w1)
+    node.wire(w2)
     ping(ns_of(w1), "100.64.0.9")  # leaves neighbour entries on the node
     ping(ns_of(w1), "fd00:64::9")
     neighbours = ns_run(node.name, ["ip", "neigh", "show", "dev", w1.host_iface])

@@ -31,7 +31,8 @@ from l3fabric.bgp.events import (
     SpeakerRestarted,
     UpdateEvent,
 )
-from l3fabric.bgp.exabgp import ExabgpSpeaker, NeighborSpec
+from l3fabric.bgp.exabgp import ExabgpSpeaker
+from l3fabric.bgp.exabgp_config import NeighborSpec
 from tests.nettools import Namespaces, Processes, ns_run, wait_for
 
 pytestmark = pytest.mark.integration
@@ -205,7 +206,8 @@ def test_a_respawned_bridge_is_a_gap_repaired_by_a_restart(lab: dict[str, Node])
 _CRASHING_AGENT = """
 import ipaddress, sys, time
 from pathlib import Path
-from l3fabric.bgp.exabgp import ExabgpSpeaker, NeighborSpec
+from l3fabric.bgp.exabgp import ExabgpSpeaker
+from l3fabric.bgp.exabgp_config import NeighborSpec
 speaker = ExabgpSpeaker(workdir=Path(sys.argv[1]), router_id=ipaddress.IPv4Address("198.18.0.1"),
                         local_as=64512, netns=sys.argv[2])
 speaker.set_neighbors([NeighborSpec(ipaddress.ip_address("198.18.0.2"), 64512,

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from l3fabric.datastore import FileDatastore
-from l3fabric.ipam import Block, Ipam, PoolExhausted
+from l3fabric.ipam.allocator import Ipam
+from l3fabric.ipam.blocks import Block
+from l3fabric.ipam.errors import PoolExhausted
 from l3fabric.model import IPAddress
 
 pytestmark = pytest.mark.integration

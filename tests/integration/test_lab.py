@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,8 +31,12 @@ NOTHING: dict[str, list[str]] = {"namespaces": [], "mounts": [], "files": [], "p
 
 REPO = Path(__file__).resolve().parents[2]
 CLAB = REPO / "containerlab"
-LAB = [sys.executable, "-m", "l3fabric.cli_lab", "lab"]
+LAB = [sys.executable, "-m", "l3fabric.cli", "lab"]
 L3FABRIC = [sys.executable, "-m", "l3fabric.cli"]
+
+
+def ns_ok(ns: str, *cmd: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True).returncode == 0
 
 
 def need(*tools: str) -> None:
@@ -198,6 +203,24 @@ def test_two_nodes(lab_run: Any, tmp_path: Path) -> None:
     report(run)
 
 
+def test_two_nodes_with_workloads_attached_through_cni(lab_run: Any) -> None:
+    """--attach cni: each workload made by the installed plugin executable,
+    run inside its node as a runtime runs it; verify passes the same way."""
+    need("nsenter", "unshare")
+    run = lab_run(CLAB / "two-nodes.clab.yml", "tc")
+    out = run.ok("deploy", "--workloads", "2", "--attach", "cni")
+    assert "workload node2-w1" in out and "(cni)" in out
+    listed = json.loads(run.exec("node1", *L3FABRIC, "workload", "list", "-o", "json").stdout)
+    assert sorted(w["pod"] for w in listed) == ["node1-w0", "node1-w1"]
+    assert {w["owner"] for w in listed} == {"cni"} and {w["namespace"] for w in listed} == {
+        run.name
+    }
+    wait_agents_ready(run, ["node1", "node2"])
+    verified = wait_verified(run)
+    assert "PASS" in verified and "✗" not in verified
+    assert_destroyed_cleanly(run, run.state())
+
+
 def test_route_reflectors(lab_run: Any, tmp_path: Path) -> None:
     need("nsenter", "unshare", "bird", "birdc")
     run = lab_run(CLAB / "route-reflectors.clab.yml", "rr")
@@ -225,6 +248,9 @@ def test_leaf_spine(lab_run: Any, tmp_path: Path) -> None:
     run.ok("deploy", "--workloads", "2")
     rows = {r["node"]: r for r in inspect(run)}
     assert rows["spine1"]["runs"] == "frr" and rows["leaf1"]["runs"] == "bird"
+    not_agent = run.exec("leaf1", "l3fabric", "status")
+    assert not_agent.returncode == 1 and "leaf1 is a bird node" in not_agent.stderr
+    assert "is it running" not in not_agent.stderr
 
     def spines_established() -> bool:
         for spine in ("spine1", "spine2"):
@@ -255,6 +281,15 @@ def test_leaf_spine(lab_run: Any, tmp_path: Path) -> None:
     mate = workloads["node2-w0"]["addresses"][0]
     assert "via 198.18.1.2 " in run.exec("node1", "ip", "route", "show", mate).stdout
 
+    # A clean lab: no node holds a route its import policy rejected (the
+    # documented L3fabricPrefixesRejected alert would fire).
+    for node in ("node1", "node2", "node3", "node4"):
+        received = json.loads(
+            run.exec(node, *L3FABRIC, "routes", "--received", "-o", "json").stdout
+        )["routes"]
+        rejected = [f"{r['prefix']} ({r['reason']})" for r in received if not r["accepted"]]
+        assert not rejected, f"{node} rejected {rejected}"
+
     svg = graph_sessions(run, tmp_path)
     assert svg.count('class="session established"') >= 8
     assert_destroyed_cleanly(run, run.state())
@@ -262,6 +297,40 @@ def test_leaf_spine(lab_run: Any, tmp_path: Path) -> None:
 
 
 # -- failures and the general runner -------------------------------------------------
+
+
+def test_etcd_fabric(lab_run: Any, tmp_path: Path) -> None:
+    """Three etcd members form one cluster on the underlay; six agents on two
+    racks register in it under leases and peer with the route reflectors."""
+    need("nsenter", "unshare", "bird", "birdc", "etcd")
+    run = lab_run(CLAB / "etcd-fabric.clab.yml", "ef")
+    run.ok("deploy", "--workloads", "1")
+    rows = {r["node"]: r for r in inspect(run)}
+    assert all(r["state"] == "running" for r in rows.values())
+    assert [rows[f"etcd{i}"]["runs"] for i in (1, 2, 3)] == ["etcd"] * 3
+    assert "198.18.0.241/24" in rows["etcd1"]["addresses"] and "etcd" in rows["etcd1"]["daemons"]
+    nodes = [f"node{i}" for i in range(1, 7)]
+    wait_agents_ready(run, nodes)
+    status = json.loads(run.exec("node4", *L3FABRIC, "status", "-o", "json").stdout)
+    assert status["datastore"]["type"] == "etcd" and status["datastore"]["up"] is True
+
+    # Every node is registered under a live lease, seen from either rack.
+    listed = run.exec(
+        "node6", *L3FABRIC, "nodes", "--config", "/etc/l3fabric/node.yaml", "-o", "json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    registered = json.loads(listed.stdout)
+    assert [r["name"] for r in registered] == nodes
+    assert all(r["leased"] and r["lease_ttl"] for r in registered)
+
+    verified = wait_verified(run)
+    assert "PASS" in verified and "✗" not in verified
+    svg = graph_sessions(run, tmp_path)
+    assert 'class="node etcd"' in svg
+    state = run.state()
+    assert any(p["what"] == "etcd" for p in state["processes"])
+    assert_destroyed_cleanly(run, state)
+    report(run)
 
 
 def copy_topology(name: str, tmp_path: Path) -> Path:
@@ -423,3 +492,124 @@ def test_two_copies_of_one_lab_side_by_side(lab_run: Any) -> None:
     assert all(r["state"] == "running" for r in inspect(second))
     wait_verified(second, timeout=10)
     assert_destroyed_cleanly(second, second.state())
+
+
+def set_node_key(topology: Path, node: str, key: str, value: Any) -> None:
+    data = yaml.safe_load(topology.read_text())
+    data["topology"]["nodes"][node][key] = value
+    topology.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def kill_daemon(run: LabRun, node: str, what: str) -> dict[str, Any]:
+    record: dict[str, Any] = next(
+        p for p in run.state()["processes"] if p["node"] == node and p["what"] == what
+    )
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: not is_alive(record["pid"], record["start"]),
+        timeout=10,
+        interval=0.1,
+        what=f"{node} {what} gone",
+    )
+    return record
+
+
+def test_verify_with_an_agent_down(lab_run: Any, tmp_path: Path) -> None:
+    """An unanswering agent is a failed check for its node; the rest is still
+    probed and -o json has the whole result. inspect on a lab never deployed
+    says so."""
+    need("nsenter", "unshare")
+    topology = copy_topology("two-nodes", tmp_path)
+    set_node_key(topology, "node2", "restart-policy", "no")
+    run = lab_run(topology, "down")
+    never = run.cli("inspect")
+    assert never.returncode == 1 and "not deployed" in never.stderr, never.stderr
+    run.ok("deploy", "--workloads", "1")
+    wait_agents_ready(run, ["node1", "node2"])
+    kill_daemon(run, "node2", "agent")
+    proc = run.cli("verify", "-o", "json")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    agents = {c["where"]: c["ok"] for c in result["checks"] if c["what"] == "agent answers"}
+    assert agents == {"node1": True, "node2": False}
+    assert {p["target"] for p in result["probes"]} == {"node1-w0"}
+    assert "is it running" not in proc.stdout + proc.stderr
+    assert "node2" in [r["node"] for r in inspect_rows(run) if r["state"] != "running"]
+    run.ok("destroy")
+    assert run.leftovers() == NOTHING
+
+
+def inspect_rows(run: LabRun) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(run.cli("inspect", "-o", "json").stdout)
+    return rows
+
+
+def test_restart_policy_brings_a_killed_agent_back(lab_run: Any, tmp_path: Path) -> None:
+    """restart-policy on-failure (the default for l3fabric nodes): a SIGKILLed
+    agent is started again by its keeper, and a 10 ms ping per family from
+    node2's workload to node1's loses nothing through it (the peers keep the
+    routes for the graceful-restart time); inspect counts the restart and
+    shows the new daemon running; what it left (its ExaBGP) is gone. lab
+    logs shows the daemons' logs; a config replaced on the host (as sed -i
+    does) is reported as not seen by the node."""
+    need("nsenter", "unshare")
+    topology = copy_topology("two-nodes", tmp_path)
+    run = lab_run(topology, "keep")
+    run.ok("deploy", "--workloads", "1")
+    wait_agents_ready(run, ["node1", "node2"])
+    workloads = {w["name"]: w for w in run.state()["workloads"]}
+    source, target = workloads["node2-w0"], workloads["node1-w0"]
+    for address in target["addresses"]:
+        wait_for(
+            lambda a=address: ns_ok(source["netns"], "ping", "-c", "1", "-W", "1", a),
+            timeout=60,
+            what=f"node2-w0 reaching {address}",
+        )
+    before = inspect_rows(run)[0]
+    assert before["node"] == "node1" and before["restarts"] == 0
+    agent = before["supervision"]["agent"]
+    children = Path(f"/proc/{agent['pid']}/task/{agent['pid']}/children").read_text().split()
+    assert children  # its ExaBGP
+    pings = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", source["netns"], "ping", "-i", "0.01", "-c", "3000", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for address in target["addresses"]
+    ]
+    try:
+        os.kill(agent["pid"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            row = inspect_rows(run)[0]
+            return row["state"] == "running" and row["restarts"] == 1
+
+        wait_for(restarted, timeout=30, interval=0.2, what="node1's agent restarted")
+        after = inspect_rows(run)[0]["supervision"]["agent"]
+        assert after["pid"] != agent["pid"] and after["last_exit"] == "signal SIGKILL"
+        assert not [c for c in children if Path(f"/proc/{c}").exists()]  # the old ExaBGP
+        wait_agents_ready(run, ["node1"])
+        assert all(p.poll() is None for p in pings), "the pings ended before the restart did"
+        outputs = [p.communicate(timeout=90)[0] for p in pings]
+    finally:
+        for p in pings:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for address, out in zip(target["addresses"], outputs, strict=True):
+        assert " 3000 received" in out, f"pings to {address} lost:\n{out[-400:]}"
+    assert "RESTARTS" in run.ok("inspect")
+    assert "daemon exited; restarting it" in run.ok("logs", "node1", "--daemon", "agent")
+    assert run.ok("logs", "node1", "--daemon", "exabgp").strip()
+    assert "==> agent" in run.ok("logs", "node1")
+    missing = run.cli("logs", "node1", "--daemon", "bird")
+    assert missing.returncode == 1 and "has no bird log" in missing.stderr
+
+    config = topology.parent / "two-nodes" / "node1.yaml"
+    replacement = config.with_suffix(".new")
+    replacement.write_text(config.read_text())
+    os.replace(replacement, config)
+    assert "node node1: /etc/l3fabric/node.yaml is bound from" in run.ok("inspect")
+    assert_destroyed_cleanly(run, run.state())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from l3fabric.agent.bgp import BgpService
 from l3fabric.agent.loop import WorkLoop
 from l3fabric.agent.metrics import Metrics
+from l3fabric.agent.routetable import RouteTable
 from l3fabric.bgp.events import (
-    BgpEvent,
     EndOfRibEvent,
     PathAttributes,
     PeerState,
@@ -23,67 +23,16 @@ from l3fabric.bgp.events import (
     SpeakerRestarted,
     UpdateEvent,
 )
-from l3fabric.bgp.exabgp import NeighborSpec
 from l3fabric.config import parse_config
 from l3fabric.datastore.file import FileDatastore
-from l3fabric.model import IPAddress, IPNetwork, NodeRecord, Route, Workload
+from l3fabric.model import NodeRecord, Workload, workload_routes
+from tests.fakes import Clock, FakeKernel, FakeSpeaker
 
 ip, net = ipaddress.ip_address, ipaddress.ip_network
 PEER = ip("198.18.0.2")
 
 
-class FakeSpeaker:
-    def __init__(self) -> None:
-        self.started = False
-        self.neighbors: list[NeighborSpec] = []
-        self.sent: list[str] = []
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.started = False
-
-    def set_neighbors(self, neighbors: Iterable[NeighborSpec]) -> bool:
-        self.neighbors = list(neighbors)
-        return True
-
-    def send(self, lines: Sequence[str]) -> bool:
-        self.sent.extend(lines)
-        return self.started
-
-    def events(self, timeout: float = 0.0) -> list[BgpEvent]:
-        return []
-
-    @property
-    def pid(self) -> int | None:
-        return 1 if self.started else None
-
-
-class FakeDataplane:
-    def __init__(self, addresses: set[IPAddress]) -> None:
-        self.addresses = addresses
-        self.routes: dict[IPNetwork, Route] = {}
-
-    def local_addresses(self) -> set[IPAddress]:
-        return set(self.addresses)
-
-    def program(self, replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[object]:
-        for route in replace:
-            self.routes[route.prefix] = route
-        for prefix in delete:
-            self.routes.pop(prefix, None)
-        return []
-
-
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-Harness = tuple[BgpService, FakeSpeaker, FakeDataplane, WorkLoop, Clock]
+Harness = tuple[BgpService, FakeSpeaker, FakeKernel, WorkLoop, Clock, RouteTable]
 
 
 @pytest.fixture
@@ -102,18 +51,21 @@ def service(tmp_path: Path) -> Iterator[Harness]:
     store.put("/l3fabric/nodes/node2", json.dumps(peer.to_dict()).encode())
     clock = Clock()
     loop = WorkLoop(clock)
-    speaker, dataplane = FakeSpeaker(), FakeDataplane({ip("198.18.0.1")})
+    speaker, dataplane = FakeSpeaker(), FakeKernel(addresses={ip("198.18.0.1")})
+    metrics = Metrics(CollectorRegistry())
+    table = RouteTable(dataplane, metrics=metrics, clock=clock)
     svc = BgpService(
         config,
         speaker=speaker,
         store=store,
-        dataplane=dataplane,  # type: ignore[arg-type]
+        route_table=table,
+        local_addresses=dataplane.local_addresses,
         loop=loop,
-        metrics=Metrics(CollectorRegistry()),
+        metrics=metrics,
         clock=clock,
         wall_clock=clock,
     )
-    yield svc, speaker, dataplane, loop, clock
+    yield svc, speaker, dataplane, loop, clock, table
     svc.stop()
     store.close()
 
@@ -161,7 +113,7 @@ def test_workload_changes_announce_and_withdraw_only_what_changed(service: Harne
 
 
 def test_learned_routes_are_programmed_and_dropped_with_the_session(service: Harness) -> None:
-    svc, _speaker, dataplane, _loop, _clock = service
+    svc, _speaker, dataplane, _loop, _clock, _table = service
     svc.start()
     attrs = PathAttributes(next_hop=PEER)
     svc.handle_events(
@@ -172,7 +124,7 @@ def test_learned_routes_are_programmed_and_dropped_with_the_session(service: Har
         ]
     )
     assert set(dataplane.routes) == {net("100.64.1.1/32")}
-    assert svc.learned_routes()[net("100.64.1.1/32")].nexthops[0].gateway == PEER
+    assert dataplane.routes[net("100.64.1.1/32")].nexthops[0].gateway == PEER
     svc.handle_events([PeerStateEvent(PEER, PeerState.DOWN, "hold timer expired")])
     assert dataplane.routes == {}
     row = svc.peer_table()[0]
@@ -180,7 +132,7 @@ def test_learned_routes_are_programmed_and_dropped_with_the_session(service: Har
 
 
 def test_speaker_waits_for_the_node_addresses(service: Harness) -> None:
-    svc, speaker, dataplane, loop, clock = service
+    svc, speaker, dataplane, loop, clock, _table = service
     dataplane.addresses = set()
     svc.start()
     assert not speaker.started
@@ -194,7 +146,7 @@ def test_speaker_waits_for_the_node_addresses(service: Harness) -> None:
 def test_a_workload_added_over_a_learned_route_keeps_its_host_route(service: Harness) -> None:
     """The peer's path for the address is rejected once it is local; that must
     not delete the prefix, which is now the local workload's route."""
-    svc, _speaker, dataplane, _loop, _clock = service
+    svc, _speaker, dataplane, _loop, _clock, table = service
     svc.start()
     svc.handle_events(
         [
@@ -203,17 +155,15 @@ def test_a_workload_added_over_a_learned_route_keeps_its_host_route(service: Har
         ]
     )
     assert net("100.64.0.9/32") in dataplane.routes
-    deletes: list[IPNetwork] = []
-    original = dataplane.program
-
-    def spy(replace: Sequence[Route], delete: Sequence[IPNetwork]) -> list[object]:
-        deletes.extend(delete)
-        return original(replace, delete)
-
-    dataplane.program = spy  # type: ignore[method-assign]
     wl = workload("moved-here", "100.64.0.9")
+    # As the agent does: wired, its host route to the route table, then BGP.
+    dataplane.attach(wl)
+    table.workload_changed(wl, None)
+    table.flush()
+    dataplane.program_calls.clear()
     svc.workload_changed(wl, None, lambda: [wl], lambda: [])
-    assert deletes == []
+    assert all(not deletes for _replace, deletes in dataplane.program_calls)
+    assert dataplane.routes[net("100.64.0.9/32")] == workload_routes(wl)[0]
     received = svc.received("198.18.0.2")
     assert [r["reason"] for r in received] == ["covers-local-workload"]
 
@@ -231,7 +181,7 @@ def test_a_bad_node_record_does_not_take_the_mesh_down(service: Harness, tmp_pat
 def test_lowering_max_prefixes_on_reload_tears_the_session_down(
     service: Harness, tmp_path: Path
 ) -> None:
-    svc, speaker, dataplane, _loop, _clock = service
+    svc, speaker, dataplane, _loop, _clock, _table = service
     svc.start()
     attrs = PathAttributes(next_hop=PEER)
     routes = tuple((net(f"100.64.1.{i}/32"), attrs) for i in range(5))
@@ -275,3 +225,80 @@ def test_a_session_flap_gets_only_end_of_rib_until_exabgp_restarts(service: Harn
         "neighbor 198.18.0.2 announce attributes next-hop 198.18.0.1 nlri 100.64.0.1/32",
         "neighbor 198.18.0.2 announce eor ipv4 unicast",
     ]
+
+
+def test_a_flapping_peer_is_damped_and_let_back_in_later(service: Harness) -> None:
+    """Five drops within a minute hold the peer down (out of ExaBGP's
+    config), so it cannot make the agent reprogram the kernel in a loop."""
+    svc, speaker, _dataplane, loop, clock, _table = service
+    svc.start()
+    attrs = PathAttributes(next_hop=PEER)
+    for _ in range(5):
+        svc.handle_events(
+            [
+                PeerStateEvent(PEER, PeerState.UP),
+                UpdateEvent(PEER, ((net("100.64.1.1/32"), attrs),)),
+                PeerStateEvent(PEER, PeerState.DOWN, "reset"),
+            ]
+        )
+        clock.now += 1
+    row = svc.peer_table()[0]
+    assert row["state"] == "Idle" and "flapping; held down 30s" in row["info"]
+    assert speaker.neighbors == []
+    # Events while held down change nothing.
+    svc.handle_events([PeerStateEvent(PEER, PeerState.UP)])
+    assert svc.peer_table()[0]["state"] == "Idle"
+    clock.now += 31
+    turns = iter(range(50))
+    loop.run(lambda: not speaker.neighbors and next(turns, None) is not None, lambda: None)
+    assert [str(n.peer_address) for n in speaker.neighbors] == ["198.18.0.2"]
+
+
+def test_occasional_flaps_are_not_damped(service: Harness) -> None:
+    svc, speaker, _dataplane, _loop, clock, _table = service
+    svc.start()
+    for _ in range(10):
+        svc.handle_events(
+            [PeerStateEvent(PEER, PeerState.UP), PeerStateEvent(PEER, PeerState.DOWN, "reset")]
+        )
+        clock.now += 20  # four in any minute: under the limit
+    assert speaker.neighbors and svc.peer_table()[0]["flaps"] == 10
+
+
+def test_a_next_hop_off_every_link_is_refused_until_its_link_appears(
+    service: Harness, tmp_path: Path
+) -> None:
+    """The node's on-link networks (read every reconcile pass) judge next
+    hops: a route via a gateway on none of them never reaches the kernel,
+    which would refuse it; when the link appears it is accepted, and a reload
+    keeps judging by the same networks."""
+    svc, _speaker, dataplane, _loop, _clock, _table = service
+    svc.start()
+    svc.set_on_link(frozenset({net("198.18.1.0/24")}))
+    svc.handle_events(
+        [
+            PeerStateEvent(PEER, PeerState.UP),
+            UpdateEvent(PEER, ((net("100.64.1.1/32"), PathAttributes(next_hop=PEER)),)),
+        ]
+    )
+    (route,) = svc.received()
+    assert (route["accepted"], route["reason"]) == (False, "unreachable-next-hop"), route
+    assert dataplane.routes == {}
+    svc.set_on_link(frozenset({net("198.18.1.0/24"), net("198.18.0.0/24")}))
+    assert set(dataplane.routes) == {net("100.64.1.1/32")}
+    svc.reconfigure(
+        parse_config(
+            {
+                "node": {"name": "node1", "asn": 64512, "addresses": {"ipv4": "198.18.0.1"}},
+                "pools": [{"cidr": "100.64.0.0/16"}],
+                "state_dir": str(tmp_path / "state"),
+                "datastore": {"type": "file", "path": str(tmp_path / "store")},
+                "bgp": {"graceful_restart": {"enabled": False}},
+            }
+        )
+    )
+    assert set(dataplane.routes) == {net("100.64.1.1/32")}
+    svc.set_on_link(frozenset({net("198.18.1.0/24")}))  # the uplink went
+    assert dataplane.routes == {}
+    svc.set_on_link(None)  # not known: not checked
+    assert set(dataplane.routes) == {net("100.64.1.1/32")}

@@ -2,14 +2,14 @@
 validation of bad input, and the `l3fabric bird render` command.
 
 Regenerate the goldens after an intended template change with
-    UPDATE_GOLDENS=1 /work/venv/bin/pytest tests/unit/test_bird_render.py
+    UPDATE_GOLDENS=1 .venv/bin/pytest tests/unit/test_bird_render.py
 and review the diff of tests/unit/fixtures/bird/ before committing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
+import json
 import os
 import shutil
 import string
@@ -32,7 +32,7 @@ from l3fabric.bgp.bird import (
     render,
     templates_dir,
 )
-from l3fabric.cli_bird import config_from_data, main, parse_peer, parse_range
+from l3fabric.cli.bird import config_from_data, main, parse_peer, parse_range, plain_config
 
 GOLDENS = Path(__file__).parent / "fixtures" / "bird"
 BIRD = shutil.which("bird")
@@ -313,16 +313,18 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
     ("name trailing newline", lambda: _peer(name="spine\n"), "peer name"),
     ("address string", lambda: _peer(address="198.18.2.1"), "address: '198.18.2.1' is not an IP"),
     ("address unspecified", lambda: _peer(address=ip("0.0.0.0")), "cannot be a BGP neighbour"),
-    ("asn zero", lambda: _peer(asn=0), "peer 'spine1': asn: 0 is not an AS number"),
-    ("asn too big", lambda: _peer(asn=2**32), "is not an AS number"),
-    ("asn bool", lambda: _peer(asn=True), "is not an AS number"),
-    ("password quote", lambda: _peer(password='a"b'), "password: must be 1-80 printable"),
+    ("asn zero", lambda: _peer(asn=0), "peer 'spine1': asn: 0 is not allowed: AS 0 is reserved"),
+    ("asn too big", lambda: _peer(asn=2**32), "4294967296 is out of range 1..4294967294"),
+    ("asn bool", lambda: _peer(asn=True), "asn: expected an AS number (integer), got boolean"),
+    ("asn AS_TRANS", lambda: _peer(asn=23456), "23456 is not allowed: it is AS_TRANS"),
+    ("password quote", lambda: _peer(password='a"b'), "password: must not contain a double quote"),
+    ("password single quote", lambda: _peer(password="a'b"), "password: must not contain"),
     ("password backslash", lambda: _peer(password="a\\b"), "password"),
     ("password newline", lambda: _peer(password="ab\n"), "password"),
     ("password empty", lambda: _peer(password=""), "password"),
     ("password too long", lambda: _peer(password="x" * 81), "password"),
-    ("multihop zero", lambda: _peer(multihop=0), "multihop: 0 must be an integer in 1..255"),
-    ("peer hold 2", lambda: _peer(hold_time=2), "hold_time: 2 must be an integer in 3..65535"),
+    ("multihop zero", lambda: _peer(multihop=0), "multihop: 0 is out of range 1..255"),
+    ("peer hold 2", lambda: _peer(hold_time=2), "hold_time: 2 is out of range 3..65535"),
     ("peer keepalive", lambda: _peer(hold_time=9, keepalive=4), "at most a third of hold_time"),
     ("flag not bool", lambda: _peer(passive="yes"), "passive: 'yes' must be true or false"),
     ("range not net", lambda: BirdRange("10.0.0.0/8", 1), "cidr: '10.0.0.0/8' is not a network"),  # type: ignore[arg-type]
@@ -365,7 +367,7 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
     (
         "learn out of range",
         lambda: _cfg(role=BirdRole.NODE, kernel_learn_protocol=256),
-        "kernel_learn_protocol: 256 must be an integer in 1..255",
+        "kernel_learn_protocol: 256 is out of range 1..255",
     ),
     (
         "duplicate peer name",
@@ -523,31 +525,9 @@ def test_any_accepted_name_and_password_render_valid_bird(
 # --- plain data (YAML) -----------------------------------------------------------
 
 
-def _as_plain(cfg: BirdConfig) -> dict[str, Any]:
-    """The YAML-shaped dict for cfg: strings for addresses and networks."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {
-                f.name: plain(getattr(value, f.name))
-                for f in dataclasses.fields(value)
-                if getattr(value, f.name) != f.default
-            }
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, BirdRole | BirdNextHop):
-            return value.value
-        if isinstance(value, bool | int | str) or value is None:
-            return value
-        return str(value)
-
-    result: dict[str, Any] = plain(cfg)
-    return result
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_config_from_data_round_trips_every_golden_config(name: str) -> None:
-    assert config_from_data(_as_plain(CONFIGS[name])) == CONFIGS[name]
+    assert config_from_data(plain_config(CONFIGS[name])) == CONFIGS[name]
 
 
 @pytest.mark.parametrize(
@@ -560,7 +540,7 @@ def test_config_from_data_round_trips_every_golden_config(name: str) -> None:
         ),
         ({"role": "spine", "router_id": "1.1.1.1", "asn": 1}, "role: 'spine' is not one of"),
         ({"role": "tor", "router_id": "fd00::1", "asn": 1}, "router_id: 'fd00::1' is not an IPv4"),
-        ({"role": "tor", "router_id": "1.1.1.1", "asn": "1"}, "asn: '1' is not an AS number"),
+        ({"role": "tor", "router_id": "1.1.1.1", "asn": "1"}, "asn: expected an AS number"),
         (
             {"role": "tor", "router_id": "1.1.1.1", "asn": 1, "accept_prefixes": ["10.0.0.1/8"]},
             "accept_prefixes[0]: 10.0.0.1/8 has host bits set",
@@ -688,7 +668,7 @@ def test_cli_flags_render_a_rack_reflecting_leaf(capsys: pytest.CaptureFixture[s
 
 def test_cli_yaml_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "rr.yaml"
-    source.write_text(yaml.safe_dump(_as_plain(CONFIGS["route_reflector"])))
+    source.write_text(yaml.safe_dump(plain_config(CONFIGS["route_reflector"])))
     out = tmp_path / "bird.conf"
     out.write_text("old contents")
     assert main(["bird", "render", "--from-yaml", str(source), "-o", str(out)]) == 0
@@ -696,6 +676,31 @@ def test_cli_yaml_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert out.stat().st_mode & 0o077 == 0  # it may hold MD5 passwords
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bird.conf", "rr.yaml"]
     assert capsys.readouterr() == ("", "")
+
+
+def test_cli_output_format_is_o_and_the_file_is_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = render(CONFIGS["tor_leaf_rr"])
+    assert main([*LEAF_RR_FLAGS, "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["config"] == expected
+    assert config_from_data(document["inputs"]) == CONFIGS["tor_leaf_rr"]
+    assert list(tmp_path.iterdir()) == []  # no file named json
+    assert main([*LEAF_RR_FLAGS, "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["config"] == expected
+    assert main([*LEAF_RR_FLAGS, "-o", "table"]) == 0
+    assert capsys.readouterr().out == expected
+    assert main([*LEAF_RR_FLAGS, "--out", "json"]) == 0  # a file called json
+    assert (tmp_path / "json").read_text() == expected
+    assert main([*LEAF_RR_FLAGS, "-o", "json", "--out", "leaf.json"]) == 0
+    assert json.loads((tmp_path / "leaf.json").read_text())["config"] == expected
+    assert main([*LEAF_RR_FLAGS, "-o", "old.conf"]) == 0  # -o FILE is still a file
+    assert (tmp_path / "old.conf").read_text() == expected
+    assert capsys.readouterr() == ("", "")
+    assert main([*LEAF_RR_FLAGS, "-o", "a.conf", "--out", "b.conf"]) == 2
+    assert "give --out FILE once" in capsys.readouterr().err
 
 
 TOR_ARGS = ["--role", "tor", "--router-id", "1.1.1.1", "--asn", "1", "--accept", "1.0.0.0/8"]
@@ -734,11 +739,18 @@ TOR_ARGS = ["--role", "tor", "--router-id", "1.1.1.1", "--asn", "1", "--accept",
             [*TOR_ARGS, "--peer", 'a=1.2.3.4:2,password=a"b'],
             "--peer 'a=1.2.3.4:2,password=a\"b': peer 'a': password",
         ),
-        (["--from-yaml", "/nonexistent/x.yaml"], "--from-yaml /nonexistent/x.yaml: No such file"),
+        (
+            ["--from-yaml", "/nonexistent/x.yaml"],
+            "--from-yaml /nonexistent/x.yaml: cannot read: No such file",
+        ),
         (["--from-yaml", "x.yaml", "--asn", "1"], "--from-yaml cannot be combined with --asn"),
         (
             ["--role", "node", "--router-id", "1.1.1.1", "--asn", "1", "-o", "/nonexistent/d/f"],
             "-o /nonexistent/d/f: No such file",
+        ),
+        (
+            ["--role", "node", "--router-id", "1.1.1.1", "--asn", "1", "--out", "/nonexistent/f"],
+            "--out /nonexistent/f: No such file",
         ),
     ],
 )
@@ -758,6 +770,27 @@ def test_cli_invalid_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["bird", "render", "--from-yaml", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid YAML" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("role: tor\nasn: 1\nasn: 2\n", "bad.yaml:3:1: invalid YAML: found duplicate key 'asn'"),
+        (
+            "peers: " + "[" * 100 + "]" * 100 + "\n",
+            "bad.yaml:1:71: invalid YAML: nested deeper than 64 levels",
+        ),
+        ("role: tor\x00\n", "bad.yaml: not a text file"),
+    ],
+)
+def test_cli_yaml_is_read_strictly(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "bad.yaml"
+    source.write_text(text)
+    assert main(["bird", "render", "--from-yaml", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--from-yaml {tmp_path}/{message}" in err, err
 
 
 def test_spec_grammar() -> None:

@@ -90,9 +90,11 @@ BAD_CONFIGS = [
     bad("node.name", "'bad name!' is not a valid name", node__name="bad name!"),
     bad("node.name", "'nnnnnnnn", node__name="n" * 64),
     bad("node.name", "expected a string, got integer 12", node__name=12),
-    bad("node.asn", "0 is out of range 1..4294967294", node__asn=0),
+    bad("node.asn", "0 is not allowed: AS 0 is reserved (RFC 7607)", node__asn=0),
     bad("node.asn", "23456 is not allowed: it is AS_TRANS", node__asn=23456),
-    bad("node.asn", "4294967295 is out of range", node__asn=4294967295),
+    bad("node.asn", "4294967295 is not allowed: it is reserved (RFC 7300)", node__asn=4294967295),
+    bad("node.asn", "4294967296 is out of range 1..4294967294", node__asn=4294967296),
+    bad("node.asn", "65535 is not allowed: it is reserved (RFC 7300)", node__asn=65535),
     bad("node.asn", "expected an integer, got boolean true", node__asn=True),
     bad("node.asn", "expected an integer, got string '64512'", node__asn="64512"),
     bad("node", "expected a mapping, got string 'node1'", node="node1"),
@@ -142,7 +144,8 @@ BAD_CONFIGS = [
         datastore={**ETCD, "endpoints": ["http://h:2379", "http://h:2379"]}),
     bad("datastore.prefix", "'l3fabric' must start with '/'", datastore__prefix="l3fabric"),
     bad("metrics.listen", "::1:9641: IPv6 hosts go in brackets", metrics__listen="::1:9641"),
-    bad("metrics.listen", "127.0.0.1:0: port must be 1..65535", metrics__listen="127.0.0.1:0"),
+    bad("metrics.listen", "127.0.0.1:0: port 0 is out of range 1..65535",
+        metrics__listen="127.0.0.1:0"),
     bad("metrics.listen", "localhost is not of the form HOST:PORT", metrics__listen="localhost"),
     bad("metrics.listen", "expected a string, got integer 9641", metrics__listen=9641),
     bad("metrics.listen", "[fd00::x]:1 is not of the form", metrics__listen="[fd00::x]:1"),
@@ -151,11 +154,13 @@ BAD_CONFIGS = [
     bad("reconcile.interval", "0 must be more than 0", reconcile__interval=0),
     bad("reconcile.interval", "86401 must be more than 0 and at most", reconcile__interval=86401),
     bad("reconcile.interval", "expected a number of seconds", reconcile__interval="30s"),
-    bad("bgp.hold_time", "2 is not allowed: hold_time must be 0 or 3..65535", bgp__hold_time=2),
-    bad("bgp.keepalive",
-        "keepalive 90 (bgp.keepalive) must be less than hold time 90 (bgp.hold_time)",
-        bgp__hold_time=90, bgp__keepalive=90),
-    bad("bgp.keepalive", "keepalive 0 (bgp.keepalive) must be at least 1", bgp__keepalive=0),
+    bad("bgp.hold_time", "2 is out of range 3..65535 (RFC 4271)", bgp__hold_time=2),
+    bad("bgp.hold_time", "0 is not allowed: it turns the hold timer off", bgp__hold_time=0),
+    bad("bgp.hold_time", "65536 is out of range 3..65535", bgp__hold_time=65536),
+    bad("bgp.keepalive", "not supported: ExaBGP sends keepalives every hold_time/3",
+        bgp__keepalive=30),
+    bad("bgp.connect_retry", "not supported: ExaBGP retries connections on its own back-off",
+        bgp__connect_retry=5),
     bad("bgp.advertise", "'all' is not one of workloads, blocks", bgp__advertise="all"),
     bad("bgp.mesh", "expected true or false, got string 'yes'", bgp__mesh="yes"),
     bad("bgp.port", "0 is out of range 1..65535", bgp__port=0),
@@ -187,26 +192,24 @@ BAD_CONFIGS = [
     bad_peers("bgp.peers[0].local_address",
               "fd00:198:18::1 is not the same IP version as 198.18.0.9",
               peer(local_address="fd00:198:18::1")),
-    bad_peers("bgp.peers[0].password", 'must not contain "', peer(password='a"b')),
-    bad_peers("bgp.peers[0].password", "must not contain }", peer(password="a}b")),
-    bad_peers("bgp.peers[0].password", "contains control characters", peer(password="a\nb")),
+    bad_peers("bgp.peers[0].password", "must not contain a double quote", peer(password='a"b')),
+    bad_peers("bgp.peers[0].password", "must not contain a double quote", peer(password="a'b")),
+    bad_peers("bgp.peers[0].password", "must not contain a double quote", peer(password="a\\b")),
+    bad_peers("bgp.peers[0].password", "must be printable ASCII", peer(password="a\nb")),
+    bad_peers("bgp.peers[0].password", "expected a string (quote it)", peer(password=1234)),
     bad_peers("bgp.peers[0].password", "is 81 characters", peer(password="x" * 81)),
     bad_peers("bgp.peers[0].password", "must not start or end with", peer(password=" x")),
-    bad_peers("bgp.peers[0].password", "must be a non-empty string", peer(password="")),
+    bad_peers("bgp.peers[0].password", "must not be empty", peer(password="")),
     bad_peers("bgp.peers[0].password", "must be printable ASCII", peer(password="pässword")),
     bad_peers("bgp.peers[0].multihop", "0 is out of range 1..255", peer(multihop=0)),
     bad_peers("bgp.peers[0].multihop", "256 is out of range 1..255", peer(multihop=256)),
     bad_peers("bgp.peers[0].keepalive",
-              "keepalive 100 (bgp.peers[0].keepalive) must be less than hold time 90 "
-              "(bgp.hold_time)",
-              peer(keepalive=100)),
-    bad_peers("bgp.peers[0].hold_time",
-              "keepalive 30 (bgp.keepalive) must be less than hold time 20 "
-              "(bgp.peers[0].hold_time)",
-              peer(hold_time=20)),
+              "not supported: ExaBGP sends keepalives every hold_time/3", peer(keepalive=10)),
+    bad_peers("bgp.peers[0].hold_time", "1 is out of range 3..65535", peer(hold_time=1)),
     bad_peers("bgp.peers[0].pasword", "unknown key (did you mean 'password'?)",
               peer(pasword="x")),
-    bad("bogus", "unknown key (known keys: bgp, datastore, ipam, log,", bogus=1),
+    bad("bogus", "unknown key (known keys: bgp, control, datastore, discovery, host_protection,",
+        bogus=1),
     bad("node.nmae", "unknown key (did you mean 'name'?)", node__nmae="x"),
     bad("log", "key True is not a string", log={True: 1}),
     bad("bgp.import_policy.max_prefixes", "0 is out of range 1..10000000",
@@ -252,7 +255,8 @@ def test_yaml_examples_in_docs_parse() -> None:
     blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
     full, reflectors = (yaml.safe_load(block) for block in blocks)
     config = parse_config(full, str(DOCS))
-    assert config.datastore.endpoints == ("http://198.18.0.100:2379",)
+    # The agent starts only with the file datastore, so the example uses it.
+    assert config.datastore.type == "file"
     assert config.metrics.listen_host == "::1"
     config = parse_config({**BASE, **reflectors}, str(DOCS))
     assert [peer.role for peer in config.bgp.peers] == ["route-reflector"] * 2
@@ -277,7 +281,7 @@ def test_defaults() -> None:
     assert config.reconcile.interval == 30.0
     bgp = config.bgp
     assert (bgp.enabled, bgp.mesh, bgp.advertise, bgp.port) == (True, True, "workloads", 179)
-    assert (bgp.hold_time, bgp.keepalive, bgp.connect_retry) == (90, 30, 5)
+    assert (bgp.hold_time, bgp.keepalive) == (90, 30)
     assert (bgp.graceful_restart.enabled, bgp.graceful_restart.restart_time) == (True, 120)
     assert bgp.peers == ()
     assert bgp.import_policy.allow_default is False
@@ -340,9 +344,10 @@ def test_peers_names_and_route_reflectors() -> None:
     assert config.bgp.peers[0].hold_time is None
 
 
-def test_hold_time_zero_disables_keepalive_check() -> None:
-    config = parse_config(config_with(bgp__hold_time=0, bgp__keepalive=0), SOURCE)
-    assert (config.bgp.hold_time, config.bgp.keepalive) == (0, 0)
+def test_keepalive_is_what_exabgp_derives_from_the_hold_time() -> None:
+    config = parse_config(config_with(bgp__hold_time=10, bgp__peers=[peer(hold_time=3)]), SOURCE)
+    assert (config.bgp.hold_time, config.bgp.keepalive) == (10, 3)
+    assert config.bgp.peers[0].hold_time == 3
 
 
 def test_all_errors_are_reported_together(tmp_path: Path) -> None:
@@ -357,9 +362,9 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
         load_config(path)
     errors = info.value.errors
     expected = [
-        f"{path}: node.asn: 0 is out of range",
+        f"{path}: node.asn: 0 is not allowed",
         f"{path}: pools[0].cidr: 100.64.0.0/33 is not a valid network",
-        f"{path}: bgp.hold_time: 2 is not allowed",
+        f"{path}: bgp.hold_time: 2 is out of range",
         f"{path}: bgp.peers[0].role: 'x' is not one of route-reflector, external",
         f"{path}: log.levle: unknown key (did you mean 'level'?)",
     ]
@@ -382,7 +387,7 @@ def test_bad_list_items_are_not_also_reported_as_missing() -> None:
 
 
 @pytest.mark.parametrize(
-    "secret", ['Sup3r"Secret', "Sup3r Secret\n", " Sup3rSecret", "Sup3r{Secret"]
+    "secret", ['Sup3r"Secret', "Sup3r Secret\n", " Sup3rSecret", "Sup3r\\Secret", "Sup3r" * 17]
 )
 def test_password_is_never_echoed(secret: str) -> None:
     (error,) = errors_of(config_with(bgp__peers=[peer(password=secret)]))
@@ -451,7 +456,7 @@ def test_config_is_immutable() -> None:
 
 def test_restart_required_lists_identity_changes() -> None:
     old = parse_config(BASE, SOURCE)
-    same = parse_config(config_with(bgp__hold_time=30, bgp__keepalive=10, log__level="debug"))
+    same = parse_config(config_with(bgp__hold_time=30, log__level="debug"))
     assert restart_required(old, same) == ()
     moved = parse_config(config_with(node__asn=64513, node__addresses__ipv4="198.18.0.2"))
     assert restart_required(old, moved) == ("node.asn", "node.addresses.ipv4", "node.router_id")
@@ -470,4 +475,44 @@ def test_password_is_accepted_only_when_safe_to_template(password: str) -> None:
     assert stored == password
     assert 0 < len(stored) <= 80 and stored.isascii() and stored.isprintable()
     assert stored == stored.strip()
-    assert not set(stored) & set("\"'\\;{}#\n")
+    assert not set(stored) & set("\"'\\\n")
+
+
+# ----- bgp.graceful_restart.long_lived_stale_time ----------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 3600, 16_777_215])
+def test_long_lived_stale_time_takes_zero_to_the_24_bit_limit(seconds: int) -> None:
+    config = parse_config(config_with(bgp__graceful_restart__long_lived_stale_time=seconds), SOURCE)
+    assert config.bgp.graceful_restart.long_lived_stale_time == seconds
+
+
+def test_long_lived_stale_time_is_off_by_default() -> None:
+    assert parse_config(BASE, SOURCE).bgp.graceful_restart.long_lived_stale_time == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "-1 is out of range 0..16777215"),
+        (16_777_216, "16777216 is out of range 0..16777215"),
+        ("60s", "expected an integer, got string '60s'"),
+        (True, "expected an integer, got boolean true"),
+        (1.5, "expected an integer, got number 1.5"),
+    ],
+)
+def test_bad_long_lived_stale_time_names_key_and_file(
+    tmp_path: Path, value: object, message: str
+) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(config_with(bgp__graceful_restart__long_lived_stale_time=value)))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    expected = f"{path}: bgp.graceful_restart.long_lived_stale_time: {message}"
+    assert expected in info.value.errors, info.value.errors
+
+
+def test_long_lived_stale_time_can_change_on_reload() -> None:
+    old = parse_config(BASE, SOURCE)
+    new = parse_config(config_with(bgp__graceful_restart__long_lived_stale_time=600), SOURCE)
+    assert restart_required(old, new) == ()

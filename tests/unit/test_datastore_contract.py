@@ -1,14 +1,16 @@
 """The contract every datastore backend keeps, run against each backend.
 
-A new backend (etcd) adds itself to BACKENDS and to StoreSpec.open; every
-test below then runs against it too. Tests after the "file backend" marker
-are about the file backend's own crash recovery and compaction.
+Every test here runs against the file backend and against a real etcd
+(Debian's etcd, started once per test process by tests/etcdlab.py; each test
+starts from an empty etcd). The file backend's own crash recovery,
+compaction and clock are in test_datastore_file.py; etcd's own behaviour
+(failover, unavailability, compaction, real lease expiry) is in
+tests/integration/test_datastore_etcd.py.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 import time
 import zlib
@@ -21,15 +23,17 @@ import pytest
 from l3fabric.datastore import (
     Datastore,
     DatastoreError,
+    EtcdDatastore,
     FileDatastore,
     InvalidKey,
+    LeaseExpired,
     VersionConflict,
-    WatchCompacted,
     open_datastore,
 )
-from l3fabric.datastore.file import _encode_record, decode_name, encode_key
+from tests import etcdlab
+from tests.etcdlab import etcd_server  # noqa: F401 - the session fixture
 
-BACKENDS = ["file"]
+BACKENDS = ["file", pytest.param("etcd", marks=pytest.mark.integration)]
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,21 @@ class StoreSpec:
     """How to open one store; picklable, so child processes can open it too."""
 
     backend: str
-    path: Path
+    path: Path | None = None
+    endpoints: tuple[str, ...] = ()
 
     def open(self) -> Datastore:
+        if self.backend == "etcd":
+            return open_datastore("etcd", endpoints=self.endpoints)
         return open_datastore(self.backend, path=self.path)
 
 
 @pytest.fixture(params=BACKENDS)
 def spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
+    if request.param == "etcd":
+        cluster: etcdlab.EtcdCluster = request.getfixturevalue("etcd_server")
+        etcdlab.wipe(cluster.urls[0])
+        return StoreSpec("etcd", endpoints=tuple(cluster.urls))
     return StoreSpec(request.param, tmp_path / "store")
 
 
@@ -413,14 +424,107 @@ def test_data_survives_reopening(spec: StoreSpec) -> None:
         second.close()
 
 
+# -- leases ------------------------------------------------------------------------------------
+
+
+def test_lease_grant_keep_alive_and_ttl(store: Datastore) -> None:
+    lease = store.grant_lease(30)
+    assert lease > 0
+    remaining = store.lease_ttl(lease)
+    assert remaining is not None and 0 < remaining <= 30
+    assert store.keep_alive(lease) == pytest.approx(30, abs=1)
+    version = store.put("/l3fabric/nodes/n1", b"up", lease=lease)
+    kv = store.get("/l3fabric/nodes/n1")
+    assert kv is not None and (kv.version, kv.lease) == (version, lease)
+    assert [kv.lease for kv in store.list("/l3fabric/nodes/")] == [lease]
+    store.put("/l3fabric/nodes/n2", b"no lease")
+    assert store.get("/l3fabric/nodes/n2").lease == 0  # type: ignore[union-attr]
+
+
+def test_revoking_a_lease_deletes_its_keys_and_watchers_see_it(store: Datastore) -> None:
+    lease = store.grant_lease(60)
+    store.put("/l3fabric/nodes/a", b"1", lease=lease)
+    store.put("/l3fabric/nodes/b", b"2", lease=lease, expect_version=0)
+    store.put("/l3fabric/nodes/c", b"3")
+    start = store.revision()
+    assert store.revoke_lease(lease) is True
+    assert [kv.key for kv in store.list("/l3fabric/nodes/")] == ["/l3fabric/nodes/c"]
+    _, events = store.watch("/l3fabric/nodes/", start, timeout=2)
+    assert sorted((e.kind, e.key) for e in events) == [
+        ("delete", "/l3fabric/nodes/a"),
+        ("delete", "/l3fabric/nodes/b"),
+    ]
+    assert store.revoke_lease(lease) is False
+    assert store.keep_alive(lease) is None
+    assert store.lease_ttl(lease) is None
+
+
+def test_a_write_under_a_dead_lease_changes_nothing(store: Datastore) -> None:
+    lease = store.grant_lease(60)
+    store.revoke_lease(lease)
+    revision = store.revision()
+    with pytest.raises(LeaseExpired, match="expired or does not exist"):
+        store.put("/l3fabric/nodes/a", b"1", lease=lease)
+    with pytest.raises(LeaseExpired):
+        store.put("/l3fabric/nodes/a", b"1", lease=lease, expect_version=0)
+    assert store.get("/l3fabric/nodes/a") is None
+    assert store.revision() == revision
+
+
+def test_a_put_without_the_lease_detaches_the_key(store: Datastore) -> None:
+    lease = store.grant_lease(60)
+    store.put("/k/a", b"1", lease=lease)
+    store.put("/k/a", b"2")
+    store.revoke_lease(lease)
+    assert store.get("/k/a").value == b"2"  # type: ignore[union-attr]
+
+
+def test_an_expired_lease_takes_its_keys_with_it(store: Datastore) -> None:
+    """Real time, polled: etcd expires a 1 s lease within about a second."""
+    lease = store.grant_lease(1)
+    kept = store.grant_lease(60)
+    start = store.revision()
+    store.put("/l3fabric/nodes/gone", b"1", lease=lease)
+    store.put("/l3fabric/nodes/kept", b"2", lease=kept)
+    deadline = time.monotonic() + 20
+    while store.get("/l3fabric/nodes/gone") is not None:
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.1)
+    assert store.keep_alive(lease) is None
+    assert [kv.key for kv in store.list("/l3fabric/")] == ["/l3fabric/nodes/kept"]
+    _, events = store.watch("/l3fabric/nodes/", start, timeout=2)
+    assert [(e.kind, e.key) for e in events][-1] == ("delete", "/l3fabric/nodes/gone")
+
+
+def test_bad_lease_arguments_are_rejected(store: Datastore) -> None:
+    for ttl in (0, -1, "10", True):
+        with pytest.raises(ValueError, match="ttl"):
+            store.grant_lease(ttl)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lease"):
+        store.put("/k/a", b"1", lease=-1)
+    with pytest.raises(ValueError, match="lease id"):
+        store.keep_alive(0)
+
+
 # -- opening -----------------------------------------------------------------------------------
 
 
 def test_open_datastore_checks_its_arguments(tmp_path: Path) -> None:
     with pytest.raises(DatastoreError, match="needs a path"):
         open_datastore("file")
-    with pytest.raises(DatastoreError, match="etcd backend not available yet"):
-        open_datastore("etcd", endpoints=["http://127.0.0.1:2379"])
+    assert isinstance(open_datastore("etcd", endpoints=["http://127.0.0.1:2379"]), EtcdDatastore)
+    with pytest.raises(DatastoreError, match="needs at least one endpoint"):
+        open_datastore("etcd")
+    with pytest.raises(DatastoreError, match="must look like"):
+        open_datastore("etcd", endpoints=["127.0.0.1:2379"])
+    with pytest.raises(DatastoreError, match="takes no path"):
+        open_datastore("etcd", endpoints=["http://127.0.0.1:2379"], path=tmp_path)
+    with pytest.raises(DatastoreError, match="need https"):
+        open_datastore("etcd", endpoints=["http://127.0.0.1:2379"], ca=tmp_path / "ca.pem")
+    with pytest.raises(DatastoreError, match="both a client cert and its key"):
+        open_datastore("etcd", endpoints=["https://e:2379"], cert=tmp_path / "c.pem")
+    with pytest.raises(DatastoreError, match="takes no endpoints"):
+        open_datastore("file", path=tmp_path, endpoints=["http://127.0.0.1:2379"])
     with pytest.raises(DatastoreError, match="unknown datastore type 'redis'"):
         open_datastore("redis", path=tmp_path)
     with pytest.raises(InvalidKey):
@@ -431,140 +535,3 @@ def test_constructor_does_no_io(tmp_path: Path) -> None:
     FileDatastore(tmp_path / "never")
     open_datastore("file", path=tmp_path / "never")
     assert not (tmp_path / "never").exists()
-
-
-# == file backend ============================================================================
-
-
-def test_key_file_names_preserve_prefixes() -> None:
-    keys = ["/a/b", "/a/b~c", "/a/b%2Fc", "/a/b/c", "/a/bé", "/a/b:c"]
-    for key in keys:
-        assert decode_name(encode_key(key)) == key
-        assert "/" not in encode_key(key)
-    for key in keys:
-        for prefix in ["/a/b", "/a/b/", "/a/b~", "/a/b%"]:
-            assert encode_key(key).startswith(encode_key(prefix)) == key.startswith(prefix)
-
-
-def test_compaction_bounds_history_and_watchers_must_relist(tmp_path: Path) -> None:
-    store = FileDatastore(tmp_path / "s", journal_limit=8)
-    try:
-        for n in range(50):
-            store.put(f"/k/{n % 3}", str(n).encode())
-        with pytest.raises(WatchCompacted) as info:
-            store.watch("/k/", 0, timeout=0)
-        assert "list again" in str(info.value)
-        oldest = info.value.oldest_available
-        assert 50 - 8 <= oldest < 50
-        revision, events = store.watch("/k/", oldest, timeout=0)
-        assert [e.revision for e in events] == list(range(oldest + 1, 51))
-        assert revision == 50
-        assert (tmp_path / "s" / "journal").stat().st_size < 8 * 200
-    finally:
-        store.close()
-    reopened = FileDatastore(tmp_path / "s")
-    try:
-        assert reopened.revision() == 50
-        assert [kv.value for kv in reopened.list("/k/")] == [b"48", b"49", b"47"]
-    finally:
-        reopened.close()
-
-
-def test_an_unfinished_write_is_completed_by_the_next_writer(tmp_path: Path) -> None:
-    """A writer killed after its journal append, before applying it."""
-    store = FileDatastore(tmp_path / "s")
-    store.put("/k/a", b"1")
-    store.close()
-    journal = tmp_path / "s" / "journal"
-    with open(journal, "ab") as f:
-        f.write(_encode_record(2, 1, "/k/a", b"2"))
-        f.write(_encode_record(3, 1, "/k/b", b"new"))
-    reader = FileDatastore(tmp_path / "s")
-    try:
-        assert reader.get("/k/a").value == b"2"  # type: ignore[union-attr]
-        assert reader.get("/k/b").value == b"new"  # type: ignore[union-attr]
-        assert reader.revision() == 3
-        assert reader.put("/k/a", b"3", expect_version=2) == 4
-    finally:
-        reader.close()
-
-
-def test_a_torn_journal_tail_is_discarded(tmp_path: Path) -> None:
-    """A writer killed halfway through appending: that put never returned."""
-    store = FileDatastore(tmp_path / "s")
-    store.put("/k/a", b"1")
-    store.close()
-    journal = tmp_path / "s" / "journal"
-    size = journal.stat().st_size
-    with open(journal, "ab") as f:
-        f.write(_encode_record(2, 1, "/k/a", b"torn")[:-3])
-    store = FileDatastore(tmp_path / "s")
-    try:
-        assert store.get("/k/a").value == b"1"  # type: ignore[union-attr]
-        assert journal.stat().st_size == size
-        assert store.put("/k/a", b"2") == 2
-        _, events = store.watch("/", 0, timeout=0)
-        assert [e.value for e in events] == [b"1", b"2"]
-    finally:
-        store.close()
-
-
-def test_after_a_reboot_the_whole_journal_is_replayed(tmp_path: Path) -> None:
-    """A power cut may lose key files that were renamed but not yet flushed."""
-    store = FileDatastore(tmp_path / "s")
-    store.put("/k/a", b"1")
-    store.put("/k/b", b"2")
-    store.close()
-    (tmp_path / "s" / "keys" / encode_key("/k/a")).unlink()
-    (tmp_path / "s" / "boot").write_text("the boot before the power cut")
-    store = FileDatastore(tmp_path / "s")
-    try:
-        assert store.get("/k/a").value == b"1"  # type: ignore[union-attr]
-        assert store.revision() == 2
-    finally:
-        store.close()
-
-
-def test_a_damaged_rev_file_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
-    store = FileDatastore(tmp_path / "s")
-    store.put("/k/a", b"1")
-    store.put("/k/a", b"2")
-    store.close()
-    (tmp_path / "s" / "rev").write_bytes(os.urandom(40))
-    store = FileDatastore(tmp_path / "s")
-    try:
-        assert store.revision() == 2
-        assert store.put("/k/a", b"3", expect_version=2) == 3
-    finally:
-        store.close()
-
-
-def test_leftover_temporary_files_are_removed(tmp_path: Path) -> None:
-    store = FileDatastore(tmp_path / "s")
-    store.put("/k/a", b"1")
-    store.close()
-    (tmp_path / "s" / "tmp" / "1234-1").write_bytes(b"half a value")
-    store = FileDatastore(tmp_path / "s")
-    try:
-        assert store.list("/") != []
-        assert list((tmp_path / "s" / "tmp").iterdir()) == []
-    finally:
-        store.close()
-
-
-def test_a_damaged_key_file_is_reported(tmp_path: Path) -> None:
-    store = FileDatastore(tmp_path / "s")
-    try:
-        store.put("/k/a", b"1")
-        (tmp_path / "s" / "keys" / encode_key("/k/a")).write_bytes(b"garbage")
-        with pytest.raises(DatastoreError, match="not an l3fabric key file"):
-            store.get("/k/a")
-    finally:
-        store.close()
-
-
-def test_bad_constructor_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="journal_limit"):
-        FileDatastore(tmp_path, journal_limit=1)
-    with pytest.raises(ValueError, match="poll_interval"):
-        FileDatastore(tmp_path, poll_interval=0.5)

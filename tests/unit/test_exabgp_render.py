@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from l3fabric.bgp.bridge import command_line
-from l3fabric.bgp.exabgp import NeighborSpec, default_command, render_config
+from l3fabric.bgp.exabgp_config import NeighborSpec, render_config
+from l3fabric.bgp.exabgp_process import default_command
 
 GOLDENS = Path(__file__).parent / "fixtures" / "exabgp"
 # A fixed interpreter keeps the goldens independent of where the venv lives.
@@ -43,7 +44,7 @@ EVERYTHING = [
         families=("ipv4",),
         hold_time=9,
         passive=True,
-        md5_password="s3cr#t;{}!",
+        md5_password="s3cr #t;{}!,[]",
         multihop_ttl=2,
         graceful_restart=120,
     ),
@@ -53,7 +54,7 @@ EVERYTHING = [
         local_address=ipaddress.ip_address("fd00:198:18::1"),
         name="node-b.v6",
         families=("ipv6",),
-        hold_time=0,
+        hold_time=3,  # the least there is (limits.HOLD_TIME_MIN)
     ),
     NODE_B,
 ]
@@ -97,6 +98,43 @@ def test_exabgp_accepts_golden(case: str, tmp_path: Path) -> None:
         assert f"neighbor  {peer}" in proc.stdout + proc.stderr
 
 
+# Run in a child: ExaBGP's parser keeps global state (its logger, its env).
+_API_PROBE = """
+import sys
+from exabgp.configuration.configuration import Configuration
+from exabgp.environment import getenv
+from exabgp.logger import log
+log.init(getenv())
+config = Configuration([sys.argv[1]])
+if not config.reload():
+    sys.exit(f"invalid: {config.error}")
+for name, neighbor in sorted(config.neighbors.items()):
+    api = neighbor.api
+    print(name.split()[1], ",".join(api["negotiated"]), ",".join(api["neighbor-changes"]))
+"""
+
+
+@pytest.mark.parametrize("case", ["ibgp_mesh", "every_option"])
+def test_exabgp_sends_negotiated_and_state_to_our_process(case: str, tmp_path: Path) -> None:
+    # `status --peer` needs ExaBGP's "negotiated" message of every session:
+    # ExaBGP's own parser must give it (and state changes) to our process, for
+    # every neighbour, through the template it inherits.
+    text = (GOLDENS / f"golden_{case}.conf").read_text().replace(GOLDEN_PYTHON, sys.executable)
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-c", _API_PROBE, str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EXABGP_ENVFILE": "/dev/null"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    peers = sorted(str(n.peer_address) for n in CASES[case]["neighbors"])
+    expected = [f"{peer} l3fabric l3fabric" for peer in peers]
+    assert sorted(proc.stdout.splitlines()) == expected
+
+
 def test_exabgp_would_refuse_a_broken_render(tmp_path: Path) -> None:
     # The validation above can fail: a hold time ExaBGP refuses is caught.
     conf = tmp_path / "exabgp.conf"
@@ -127,28 +165,32 @@ def test_neighbor_defaults_come_from_the_speaker() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"peer_address": "198.18.0.2"}, "peer_address and local_address must be IP addresses"),
+        ({"peer_address": "198.18.0.2"}, "peer_address: it and local_address must be IP addresses"),
         ({"local_address": ipaddress.ip_address("fd00::1")}, "of one family"),
-        ({"peer_as": 0}, "peer_as and local_as must be"),
-        ({"local_as": 2**32}, "peer_as and local_as must be"),
-        ({"peer_as": True}, "peer_as and local_as must be"),
-        ({"name": "bad name"}, "name is not a valid name"),
-        ({"router_id": ipaddress.ip_address("fd00::1")}, "router_id must be an IPv4Address"),
-        ({"families": ("ipv4", "ipv4")}, "families must be"),
-        ({"families": ()}, "families must be"),
-        ({"families": ("l2vpn",)}, "families must be"),
-        ({"families": ["ipv4"]}, "families must be"),
-        ({"hold_time": 2}, "hold_time must be 0 or 3..65535"),
-        ({"hold_time": False}, "hold_time must be 0 or 3..65535"),
-        ({"passive": "yes"}, "passive must be a bool"),
-        ({"md5_password": ""}, "md5_password must be"),
-        ({"md5_password": "x" * 81}, "md5_password must be"),
-        ({"md5_password": 'a"b'}, "md5_password must be"),
-        ({"md5_password": "a b"}, "md5_password must be"),
-        ({"md5_password": "a\\b"}, "md5_password must be"),
-        ({"md5_password": "a\nb"}, "md5_password must be"),
-        ({"multihop_ttl": 256}, "multihop_ttl must be 1..255"),
-        ({"graceful_restart": 4096}, "graceful_restart must be 0..4095"),
+        ({"peer_as": 0}, "peer_as: 0 is not allowed: AS 0 is reserved"),
+        ({"peer_as": 23456}, "peer_as: 23456 is not allowed: it is AS_TRANS"),
+        ({"local_as": 2**32}, "local_as: 4294967296 is out of range 1..4294967294"),
+        ({"peer_as": True}, "peer_as: expected an AS number"),
+        ({"name": "bad name"}, "name: 'bad name' is not a valid name"),
+        ({"router_id": ipaddress.ip_address("fd00::1")}, "router_id: must be an IPv4Address"),
+        ({"families": ("ipv4", "ipv4")}, "families: must be"),
+        ({"families": ()}, "families: must be"),
+        ({"families": ("l2vpn",)}, "families: must be"),
+        ({"families": ["ipv4"]}, "families: must be"),
+        ({"hold_time": 2}, "hold_time: 2 is out of range 3..65535"),
+        ({"hold_time": 0}, "hold_time: 0 is not allowed"),
+        ({"hold_time": False}, "hold_time: expected a number of seconds"),
+        ({"passive": "yes"}, "passive: must be a bool"),
+        ({"md5_password": ""}, "md5_password: must not be empty"),
+        ({"md5_password": "x" * 81}, "md5_password: is 81 characters"),
+        ({"md5_password": 'a"b'}, "md5_password: must not contain a double quote"),
+        ({"md5_password": "a'b"}, "md5_password: must not contain a double quote"),
+        ({"md5_password": " ab"}, "md5_password: must not start or end with a space"),
+        ({"md5_password": "a\\b"}, "md5_password: must not contain"),
+        ({"md5_password": "a\nb"}, "md5_password: must be printable ASCII"),
+        ({"multihop_ttl": 256}, "multihop_ttl: 256 is out of range 1..255"),
+        ({"graceful_restart": 4096}, "graceful_restart: 4096 is out of range 1..4095"),
+        ({"graceful_restart": 0}, "graceful_restart: 0 is out of range 1..4095"),
     ],
 )
 def test_neighbor_spec_rejects_bad_values(change: dict[str, Any], message: str) -> None:
@@ -162,8 +204,8 @@ def test_neighbor_spec_rejects_bad_values(change: dict[str, Any], message: str) 
         ({"neighbors": [NODE_B, NODE_B]}, "listed twice"),
         ({"neighbors": ["198.18.0.2"]}, "expected a NeighborSpec"),
         ({"router_id": ipaddress.ip_address("fd00::1")}, "router_id must be an IPv4Address"),
-        ({"local_as": 0}, "local_as must be an AS number"),
-        ({"port": 0}, "port must be 1..65535"),
+        ({"local_as": 0}, "local_as: 0 is not allowed"),
+        ({"port": 0}, "port: 0 is out of range 1..65535"),
         ({"bridge_command": ["python3", "-m", "x"]}, "absolute path"),
         ({"bridge_command": ["/usr/bin/python3", "a;b"]}, "characters ExaBGP would split"),
         ({"bridge_command": ["/usr/bin/python3", "a b"]}, "characters ExaBGP would split"),

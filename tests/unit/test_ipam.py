@@ -19,13 +19,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from l3fabric.datastore import Datastore, FileDatastore, KeyValue, WatchEvent
-from l3fabric.ipam import (
+from l3fabric.ipam.allocator import Ipam
+from l3fabric.ipam.blocks import Allocation, Block
+from l3fabric.ipam.errors import (
     AddressInUse,
     AddressNotInPool,
     AffinityConflict,
-    Allocation,
-    Block,
-    Ipam,
     IpamError,
     PoolExhausted,
 )

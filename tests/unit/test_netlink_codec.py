@@ -15,11 +15,13 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from l3fabric.dataplane import codec
-from l3fabric.dataplane.routes import RouteConverter
+from l3fabric.dataplane.onlink import on_link_network
+from l3fabric.dataplane.route_messages import RouteConverter
 from l3fabric.model import NextHop, RouteKind
 
 PROTO = 76
@@ -347,6 +349,46 @@ def test_link_dump_request_is_a_dump() -> None:
     assert message.flags & codec.NLM_F_DUMP == codec.NLM_F_DUMP
 
 
+def test_addr_dump_request_names_the_family_and_interface() -> None:
+    (message,) = codec.iter_messages(codec.addr_dump_request(9, socket.AF_INET6, 42))
+    assert message.msg_type == codec.RTM_GETADDR
+    assert message.flags & codec.NLM_F_DUMP == codec.NLM_F_DUMP
+    # Strict dump checking refuses a request with prefixlen, flags or scope set.
+    assert codec.IFADDRMSG.unpack(message.payload) == (socket.AF_INET6, 0, 0, 0, 42)
+
+
+def pyroute2_address(family: int, prefixlen: int, attrs: list[tuple[str, object]]) -> bytes:
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["flags"], msg["scope"], msg["index"] = (
+        family, prefixlen, 0x80, 253, 42,
+    )  # fmt: skip
+    msg["attrs"] = attrs
+    msg["header"]["type"] = codec.RTM_NEWADDR
+    msg.encode()
+    (message,) = codec.iter_messages(bytes(msg.data))
+    return message.payload
+
+
+def test_address_from_pyroute2_ifaddrmsg_takes_flags_from_ifa_flags() -> None:
+    payload = pyroute2_address(
+        socket.AF_INET6, 64, [("IFA_ADDRESS", "fe80::1"), ("IFA_FLAGS", 0x240)]
+    )
+    assert codec.decode_address(payload) == codec.DecodedAddress(
+        socket.AF_INET6, 64, 0x240, 253, 42, ipaddress.IPv6Address("fe80::1").packed
+    )
+
+
+def test_address_of_a_point_to_point_link_is_the_local_one() -> None:
+    payload = pyroute2_address(
+        socket.AF_INET, 32, [("IFA_LOCAL", "100.64.0.1"), ("IFA_ADDRESS", "100.64.0.2")]
+    )
+    found = codec.decode_address(payload)
+    assert (found.flags, ipaddress.IPv4Address(found.address)) == (
+        0x80,
+        ipaddress.IPv4Address("100.64.0.1"),
+    )
+
+
 def test_route_dump_request_filters_table_protocol_and_oif() -> None:
     (message,) = codec.iter_messages(codec.route_dump_request(5, socket.AF_INET6, PROTO, oif=7))
     header = codec.RTMSG.unpack_from(message.payload)
@@ -394,3 +436,48 @@ def test_converter_reports_gateways_without_device_and_devices_by_name() -> None
     )
     assert local.nexthops == (NextHop(ifname="l3f0123456789ab"),)
     assert local.kind is RouteKind.LOCAL_WORKLOAD
+
+
+def _dumped(
+    dst: str, protocol: int, *, gateway: str | None = None, table: int = 254, oif: int = 2
+) -> bytes:
+    """A route as a kernel dump sends it, encoded by pyroute2."""
+    network = ipaddress.ip_network(dst)
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET if network.version == 4 else socket.AF_INET6
+    msg["dst_len"] = network.prefixlen
+    msg["table"] = table
+    msg["proto"] = protocol
+    msg["type"] = 1
+    msg["attrs"] = [
+        ("RTA_DST", str(network.network_address)),
+        ("RTA_TABLE", table),
+        ("RTA_OIF", oif),
+    ]
+    if gateway:
+        msg["attrs"].append(("RTA_GATEWAY", gateway))
+    msg.encode()
+    return bytes(msg.data)[16:]
+
+
+@pytest.mark.parametrize(
+    ("dst", "protocol", "gateway", "table", "oif", "expected"),
+    [
+        ("198.18.1.0/24", 2, None, 254, 2, "198.18.1.0/24"),  # connected
+        ("fd00:198:18:1::/64", 2, None, 254, 2, "fd00:198:18:1::/64"),
+        ("198.18.5.0/24", 3, None, 254, 2, "198.18.5.0/24"),  # ip route add ... dev
+        ("0.0.0.0/0", 4, None, 254, 2, "0.0.0.0/0"),  # a default route out of a device
+        ("198.18.6.0/24", 3, "198.18.1.2", 254, 2, None),  # via a gateway
+        ("100.64.0.7/32", 76, None, 254, 2, None),  # a workload's host route: ours
+        ("100.64.9.0/24", 186, None, 254, 2, None),  # another routing daemon's
+        ("fe80::/64", 2, None, 254, 2, None),  # every veth has one
+        ("198.18.1.0/24", 2, None, 255, 2, None),  # the local table
+        ("fd00:198:18::1/128", 2, None, 254, 1, None),  # the node's own address, on lo
+    ],
+)
+def test_on_link_networks_are_direct_routes_of_the_links_protocols(
+    dst: str, protocol: int, gateway: str | None, table: int, oif: int, expected: str | None
+) -> None:
+    route = codec.decode_route(_dumped(dst, protocol, gateway=gateway, table=table, oif=oif))
+    found = on_link_network(route)
+    assert found == (ipaddress.ip_network(expected) if expected else None)

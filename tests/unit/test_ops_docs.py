@@ -18,9 +18,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from l3fabric import cli_lab
 from l3fabric.agent.metrics import Metrics
-from l3fabric.cli import build_parser
+from l3fabric.cli import lab as cli_lab
+from l3fabric.cli.main import build_parser
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 METRIC_NAME = re.compile(r"\bl3fabric_[a-z0-9_]*[a-z0-9]")

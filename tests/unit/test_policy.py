@@ -9,16 +9,19 @@ from hypothesis import strategies as st
 from l3fabric.bgp.events import PathAttributes, UpdateEvent
 from l3fabric.bgp.policy import (
     AS_LOOP,
+    BAD_FIRST_AS,
     BAD_NEXT_HOP,
     COVERS_LOCAL_WORKLOAD,
     DEFAULT_ROUTE,
     NEXT_HOP_SELF,
     OUTSIDE_POOLS,
     REJECT_REASONS,
+    UNREACHABLE_NEXT_HOP,
     ImportPolicy,
     PeerInfo,
 )
-from l3fabric.bgp.rib import Rib, TearDown
+from l3fabric.bgp.rib import Rib
+from l3fabric.bgp.rib_types import TearDown
 from l3fabric.model import IPAddress
 
 ip = ipaddress.ip_address
@@ -43,7 +46,8 @@ def policy(**overrides: object) -> ImportPolicy:
 def judge(
     prefix: str, next_hop: str = "198.18.0.2", peer: PeerInfo = MESH, **kw: object
 ) -> str | None:
-    as_path = kw.pop("as_path", ())
+    # An external peer's path starts with its own AS, as every router sends it.
+    as_path = kw.pop("as_path", (peer.asn,) if peer.external else ())
     return policy(**kw).evaluate(
         net(prefix),
         PathAttributes(next_hop=ip(next_hop), as_path=as_path),  # type: ignore[arg-type]
@@ -123,12 +127,68 @@ def test_next_hop_that_is_this_node_is_rejected() -> None:
     assert judge("fd00:64::2:7/128", "fd00:198:18::1", MESH6) == NEXT_HOP_SELF
 
 
+ON_LINK = (net("198.18.0.0/24"), net("fd00:198:18::/64"))
+
+
+def test_next_hop_on_no_connected_network_is_rejected() -> None:
+    # A hostile or misconfigured peer forging a third-party next hop the
+    # kernel could never use (it refuses a gateway outside every on-link
+    # network).
+    assert judge("100.64.2.0/26", "203.0.113.9", TOR, on_link=ON_LINK) == UNREACHABLE_NEXT_HOP
+    assert judge("100.64.2.0/26", "198.18.1.2", on_link=ON_LINK) == UNREACHABLE_NEXT_HOP
+    v6 = judge("fd00:64::/122", "2001:db8::9", MESH6, on_link=ON_LINK)
+    assert v6 == UNREACHABLE_NEXT_HOP
+    # Same-family on-link networks only: an IPv4 LAN does not make an IPv6
+    # next hop reachable.
+    only_v4 = (net("198.18.0.0/24"),)
+    assert judge("fd00:64::/122", "fd00:198:18::2", MESH6, on_link=only_v4) == (
+        UNREACHABLE_NEXT_HOP
+    )
+    # On a shared subnet (the peer itself or a third party there): fine.
+    assert judge("100.64.2.0/26", "198.18.0.254", TOR, on_link=ON_LINK) is None
+    assert judge("100.64.2.0/26", "198.18.0.7", TOR, on_link=ON_LINK) is None
+    assert judge("fd00:64::/122", "fd00:198:18::2", MESH6, on_link=ON_LINK) is None
+    # Unknown on-link networks: not checked. Known to be none: nothing reachable.
+    assert judge("100.64.2.0/26", "203.0.113.9", TOR) is None
+    assert judge("100.64.2.0/26", "198.18.0.254", TOR, on_link=()) == UNREACHABLE_NEXT_HOP
+
+
+def test_on_link_must_be_networks() -> None:
+    with pytest.raises(ValueError, match="on_link"):
+        policy(on_link=(ip("198.18.0.1"),))
+    with pytest.raises(ValueError, match="on_link"):
+        policy(on_link="198.18.0.0/24")
+
+
+def test_rib_rejudges_next_hops_when_on_link_networks_change() -> None:
+    rib = Rib(policy())
+    rib.set_peers([TOR])
+    far = PathAttributes(next_hop=ip("203.0.113.9"), as_path=(65001,))
+    rib.apply(UpdateEvent(TOR.address, announced=((net("100.64.2.0/26"), far),)), 0.0)
+    assert net("100.64.2.0/26") in rib.best_routes()
+    rib.set_policy(policy(on_link=ON_LINK))
+    assert net("100.64.2.0/26") not in rib.best_routes()
+    [route] = rib.received(TOR.address)
+    assert route.reason == UNREACHABLE_NEXT_HOP
+
+
 def test_own_asn_in_path_is_a_loop_only_for_ebgp() -> None:
     assert judge("100.64.2.0/26", "198.18.0.254", TOR, as_path=(65001, 64512)) == AS_LOOP
     assert judge("100.64.2.0/26", "198.18.0.254", TOR, as_path=(65001, 65002)) is None
     # iBGP paths never carry our own AS prepended by us; reflected routes with
     # our AS further along are loops detected by originator/cluster ids.
     assert judge("100.64.2.0/26", "198.18.0.3", MESH, as_path=(64512,)) is None
+
+
+def test_an_external_path_must_start_with_the_peers_as() -> None:
+    """RFC 4271 6.3's first-AS check: an external peer that leaves its own AS
+    out (a route server's client, a forged UPDATE) would tie with a node's
+    iBGP path on AS-path length and then win as eBGP."""
+    assert judge("100.64.2.0/26", "198.18.0.254", TOR, as_path=()) == BAD_FIRST_AS
+    assert judge("100.64.2.0/26", "198.18.0.254", TOR, as_path=(65002, 65001)) == BAD_FIRST_AS
+    assert judge("100.64.2.0/26", "198.18.0.254", TOR, as_path=(65001, 65001, 65002)) is None
+    # iBGP paths start empty: the check is for external peers only.
+    assert judge("100.64.2.0/26", "198.18.0.3", MESH, as_path=()) is None
 
 
 def test_first_applicable_reason_wins_in_documented_order() -> None:
@@ -138,13 +198,19 @@ def test_first_applicable_reason_wins_in_documented_order() -> None:
     assert judge("10.0.0.0/8", "127.0.0.1") == OUTSIDE_POOLS
     assert judge("100.64.2.0/26", "127.0.0.1", TOR, as_path=(64512,)) == BAD_NEXT_HOP
     assert judge("100.64.2.0/26", "198.18.0.1", TOR, as_path=(64512,)) == NEXT_HOP_SELF
+    lan = (net("198.18.0.0/24"),)
+    assert judge("100.64.2.0/26", "203.0.113.9", TOR, as_path=(64512,), on_link=lan) == (
+        UNREACHABLE_NEXT_HOP
+    )
     assert REJECT_REASONS == (
         DEFAULT_ROUTE,
         COVERS_LOCAL_WORKLOAD,
         OUTSIDE_POOLS,
         BAD_NEXT_HOP,
         NEXT_HOP_SELF,
+        UNREACHABLE_NEXT_HOP,
         AS_LOOP,
+        BAD_FIRST_AS,
     )
 
 
@@ -177,7 +243,9 @@ def test_covers_local_workload_agrees_with_brute_force(
         ({"kind": "ebgp"}, "kind must be one of mesh, route-reflector, external"),
         ({"kind": "external", "asn": 64512}, "is our own asn"),
         ({"kind": "mesh", "asn": 65001}, "is iBGP but asn 65001"),
-        ({"asn": 0, "local_asn": 0}, "asn must be an integer in 1..4294967295"),
+        ({"asn": 0, "local_asn": 0}, "asn: 0 is not allowed: AS 0 is reserved"),
+        ({"asn": 23456, "local_asn": 23456}, "asn: 23456 is not allowed: it is AS_TRANS"),
+        ({"asn": 2**32 - 1, "local_asn": 2**32 - 1}, "asn: 4294967295 is not allowed"),
         ({"max_prefixes": 0}, "max_prefixes must be an integer"),
         ({"graceful_restart_time": -1}, "graceful_restart_time must be a positive"),
         ({"address": "198.18.0.2"}, "peer address must be an IP address"),
@@ -243,10 +311,11 @@ def send(
 
 
 def test_rib_keeps_rejected_routes_with_their_reason_and_never_selects_them() -> None:
-    rib = rib_with(MESH, TOR)
+    rib = rib_with(MESH, TOR, on_link=ON_LINK)
     send(rib, B, ["100.64.1.5/32", "0.0.0.0/0", "10.0.0.0/8", "100.64.2.9/32"])
     send(rib, B, ["100.64.2.7/32"], "127.0.0.1")
     send(rib, B, ["100.64.2.8/32"], "198.18.0.1")
+    send(rib, B, ["100.64.2.6/32"], "203.0.113.9")
     send(rib, TOR.address, ["100.64.8.0/24"], "198.18.0.254", as_path=(65001, 64512))
     assert list(rib.best_routes()) == [net("100.64.2.9/32")]
     assert {str(r.prefix): r.reason for r in rib.received()} == {
@@ -254,13 +323,14 @@ def test_rib_keeps_rejected_routes_with_their_reason_and_never_selects_them() ->
         "10.0.0.0/8": OUTSIDE_POOLS,
         "100.64.1.5/32": COVERS_LOCAL_WORKLOAD,
         "100.64.2.7/32": BAD_NEXT_HOP,
+        "100.64.2.6/32": UNREACHABLE_NEXT_HOP,
         "100.64.2.8/32": NEXT_HOP_SELF,
         "100.64.2.9/32": None,
         "100.64.8.0/24": AS_LOOP,
     }
     stats = rib.stats()[B]
-    assert (stats.received, stats.accepted) == (6, 1)
-    assert stats.rejected == {r: 1 for r in REJECT_REASONS if r != AS_LOOP}
+    assert (stats.received, stats.accepted) == (7, 1)
+    assert stats.rejected == {r: 1 for r in REJECT_REASONS if r not in (AS_LOOP, BAD_FIRST_AS)}
     assert rib.stats()[TOR.address].rejected == {AS_LOOP: 1}
 
 

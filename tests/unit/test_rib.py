@@ -18,7 +18,8 @@ from l3fabric.bgp.events import (
     UpdateEvent,
 )
 from l3fabric.bgp.policy import ImportPolicy, PeerInfo
-from l3fabric.bgp.rib import Rib, RouteChanges, TearDown
+from l3fabric.bgp.rib import Rib
+from l3fabric.bgp.rib_types import RouteChanges, TearDown
 from l3fabric.model import IPAddress, IPNetwork, NextHop, Route, RouteKind
 
 ip = ipaddress.ip_address
@@ -328,6 +329,37 @@ def test_graceful_restart_keeps_stale_routes_and_end_of_rib_sweeps_unrefreshed()
     assert rib.take_changes().delete == [net("fd00:64::2:7/128")]
     assert rib.next_deadline() is None
     assert rib.stats()[NODE_B].stale == 0
+
+
+@pytest.mark.parametrize(
+    ("direction", "code", "subcode", "text"),
+    [
+        ("received", 6, 2, "administrative shutdown"),  # `birdc disable`: a Cease
+        ("received", 6, 4, "administrative reset"),
+        ("sent", 4, 0, "hold timer expired"),
+        ("received", 3, 1, "malformed attribute list"),
+    ],
+)
+def test_a_session_ended_by_a_notification_is_not_a_graceful_restart(
+    direction: str, code: int, subcode: int, text: str
+) -> None:
+    """RFC 4724: routes are kept as stale only when the session ends without
+    a NOTIFICATION; a peer that said goodbye takes its routes with it now."""
+    rib = make_rib([mesh(NODE_B, graceful_restart_time=120)])
+    state(rib, NODE_B, PeerState.UP)
+    announce(rib, NODE_B, ["100.64.2.7/32", "100.64.2.8/32"], attrs(NODE_B))
+    rib.take_changes()
+    rib.apply(NotificationEvent(NODE_B, direction, code, subcode, text), 5.0)  # type: ignore[arg-type]
+    state(rib, NODE_B, PeerState.DOWN, 5.0)
+    assert rib.take_changes().delete == [net("100.64.2.7/32"), net("100.64.2.8/32")]
+    assert rib.best_routes() == {} and rib.next_deadline() is None
+    # The next session that just drops (a restart) is graceful again.
+    state(rib, NODE_B, PeerState.UP, 6.0)
+    announce(rib, NODE_B, ["100.64.2.7/32"], attrs(NODE_B))
+    rib.take_changes()
+    state(rib, NODE_B, PeerState.DOWN, 7.0)
+    assert list(rib.best_routes()) == [net("100.64.2.7/32")]
+    assert rib.next_deadline() == 127.0
 
 
 def test_graceful_restart_timer_expiry_sweeps_all_stale() -> None:
