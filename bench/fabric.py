@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from bench import procstat
 from l3fabric import control
 from l3fabric.bgp.bird import BirdConfig, BirdPeer, BirdRole, render
 from l3fabric.config import PoolConfig
 from l3fabric.datastore.file import FileDatastore
-from l3fabric.ipam import Ipam
+from l3fabric.ipam.allocator import Ipam
 from l3fabric.model import RTPROT_L3FABRIC, Workload
 
 T = TypeVar("T")
@@ -185,25 +186,15 @@ def _start_time(pid: int) -> str | None:
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:
+    """Every descendant with its start time (a reused pid is told apart)."""
     found: list[tuple[int, str]] = []
     pending = [pid]
     while pending:
-        parent = pending.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as handle:
-                    children = [int(c) for c in handle.read().split()]
-            except OSError:
-                continue
-            for child in children:
-                started = _start_time(child)
-                if started is not None:
-                    found.append((child, started))
-                    pending.append(child)
+        for child in procstat.children(pending.pop()):
+            started = _start_time(child)
+            if started is not None:
+                found.append((child, started))
+                pending.append(child)
     return found
 
 
@@ -461,7 +452,7 @@ def delete_routes_with_gateway(netns: str, protocol: int) -> int:
     return len(doomed)
 
 
-def prewire_workloads(lab: Lab, node: AgentNode, names: Sequence[str]) -> None:
+def prewire_workloads(lab: Lab, node: AgentNode, names: Sequence[str]) -> list[Workload]:
     """Workloads on a node whose agent is stopped, left exactly as the agent's
     own add leaves them as far as its reconciler and BGP can tell: an IPAM
     assignment and a datastore record each, the host veth `l3f<hash>` with
@@ -471,10 +462,12 @@ def prewire_workloads(lab: Lab, node: AgentNode, names: Sequence[str]) -> None:
     store = FileDatastore(node.store)
     ipam = Ipam(store, node.name, (PoolConfig(ipaddress.IPv4Network(POOL_V4), 26),))
     lines: list[str] = []
+    workloads: list[Workload] = []
     try:
         for name in names:
             (address,) = ipam.assign(name)
             workload = Workload(name, node.name, f"/run/netns/{lab.tag}{name}", (address,))
+            workloads.append(workload)
             record = json.dumps(workload.to_dict(), sort_keys=True).encode()
             store.put(f"/l3fabric/workloads/{node.name}/{name}", record, expect_version=0)
             host = workload.host_iface
@@ -487,3 +480,25 @@ def prewire_workloads(lab: Lab, node: AgentNode, names: Sequence[str]) -> None:
         handle.write("".join(lines))
         handle.flush()
         sh("ip", "-n", node.netns, "-batch", handle.name, timeout=600)
+    return workloads
+
+
+def wire_insides(node: AgentNode, workloads: Sequence[Workload]) -> None:
+    """Inside each prewired workload's namespace what the agent's attach
+    puts there (its address, the gateway neighbour, the default route), by
+    the agent's own dataplane code run in the node's namespace: the node is
+    then exactly as its agent leaves it, and no reconcile pass has anything
+    to repair (an operator's reconcile of 10k repairs outlasts the control
+    socket's patience)."""
+    from l3fabric.dataplane import NetlinkDataplane
+    from l3fabric.dataplane.netns import run_in_netns
+
+    def attach_all() -> None:
+        dataplane = NetlinkDataplane()
+        try:
+            for workload in workloads:
+                dataplane.attach(workload)
+        finally:
+            dataplane.close()
+
+    run_in_netns(f"/run/netns/{node.netns}", attach_all)

@@ -13,7 +13,7 @@ import ipaddress
 import sys
 
 from l3fabric.dataplane import DataplaneError, NetlinkDataplane
-from l3fabric.model import Workload
+from l3fabric.model import Workload, workload_routes
 
 
 def serve(node: str) -> int:
@@ -29,6 +29,10 @@ def serve(node: str) -> int:
         try:
             workload = Workload(name, node, netns, (ipaddress.IPv4Address(address),))
             dataplane.attach(workload)
+            # As the agent's route table does after an attach.
+            failures = dataplane.program(workload_routes(workload), [])
+            if failures:
+                raise DataplaneError("; ".join(map(str, failures)))
         except (DataplaneError, OSError, ValueError) as exc:
             print(f"error: {name}: {exc}", flush=True)
             continue
