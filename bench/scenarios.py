@@ -59,23 +59,37 @@ def parse_route_programming(stdout: str, _path: Path) -> tuple[tuple[Figure, ...
     rows = _json_tail(stdout)
     figures = []
     for row in rows:
-        target = Target(">=", 0.6, "ratio") if row["targeted"] else None
-        for op, ours, theirs in (("add", "l3f_add", "ip_add"), ("delete", "l3f_del", "ip_del")):
+        for op, ours, ip_batch, c_writer in (
+            ("add", "l3f_add", "ip_add", "c_add"),
+            ("delete", "l3f_del", "ip_del", "c_del"),
+        ):
+            name = f"{row['case']} x {row['size']}, {op}"
             figures.append(
                 Figure(
-                    f"{row['case']} x {row['size']}, {op}",
+                    name,
                     "routes/s",
                     row[ours],
-                    row[theirs],
+                    row[c_writer],
+                    "C batched-rtnetlink writer",
+                    Target(">=", 0.8, "ratio") if row["targeted"] else None,
+                    summary="median",
+                )
+            )
+            figures.append(
+                Figure(
+                    f"{name}, against ip -batch",
+                    "routes/s",
+                    row[ours],
+                    row[ip_batch],
                     "ip -batch",
-                    target,
+                    Target(">=", 0.6, "ratio") if row["targeted"] else None,
                     summary="median",
                 )
             )
     detail = (
-        "The issue's target, >= 0.8x a C batched-rtnetlink writer, needs that writer in "
-        "bench/route_programming.py; until then the script's own target (>= 0.6x "
-        "`ip -batch`) is the one checked."
+        "The C writer (bench/rtnl_writer.c, built in the run) sends the same requests, "
+        "batches and acks as l3fabric's route socket: what it takes is what the kernel "
+        "takes, so it is the limit."
     )
     return tuple(figures), rows, detail
 
@@ -284,7 +298,7 @@ REGISTRY: tuple[Scenario, ...] = (
     Scenario(
         "route_programming",
         "bench/route_programming.py",
-        "10k/50k /32 and /128 add and delete: NetlinkDataplane.program() vs ip -batch",
+        "10k/50k /32 and /128 add and delete: program() vs a C writer and ip -batch",
         full=("--sizes", "10000,50000", "--repeats", "3"),
         quick=("--sizes", "2000", "--repeats", "1"),
         parse=parse_route_programming,
