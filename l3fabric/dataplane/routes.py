@@ -24,12 +24,8 @@ from collections.abc import Mapping, Sequence
 from l3fabric.dataplane import codec
 from l3fabric.dataplane.base import RouteFailure
 from l3fabric.dataplane.nlsocket import DEFAULT_RCVBUF, NetlinkSocket
-from l3fabric.dataplane.route_messages import (
-    RouteConverter,
-    RouteRequests,
-    encode_requests,
-    needs_links,
-)
+from l3fabric.dataplane.route_batches import BatchEncoder, RequestBatch, needs_links
+from l3fabric.dataplane.route_messages import RouteConverter
 from l3fabric.model import IPNetwork, Route
 
 log = logging.getLogger(__name__)
@@ -63,7 +59,7 @@ class RouteSocket:
             raise ValueError(f"route protocol must be within 1..255, got {protocol}")
         self.protocol = protocol
         self.batch_size = batch_size
-        self._encoder = codec.RouteEncoder(protocol)
+        self._batches = BatchEncoder(codec.RouteEncoder(protocol))
         self._netlink = NetlinkSocket(rcvbuf=rcvbuf, reply_timeout=reply_timeout)
 
     def close(self) -> None:
@@ -127,24 +123,16 @@ class RouteSocket:
         takes seconds to dump them, which must not happen per workload."""
         if links is None:
             links = self.links() if needs_links(replace) else {}
-        base = self._netlink.next_seqs(len(replace) + len(delete))
-        requests = encode_requests(self._encoder, base, replace, delete, links)
-        failures = list(requests.failures)
-        for start in range(0, len(requests.messages), self.batch_size):
-            end = min(start + self.batch_size, len(requests.messages))
-            failures.extend(self._send_batch(requests, start, end))
+        batches, failures = self._batches.encode(
+            replace, delete, links, size=self.batch_size, next_seqs=self._netlink.next_seqs
+        )
+        for batch in batches:
+            failures.extend(self._send_batch(batch))
         return failures
 
-    def _send_batch(self, requests: RouteRequests, start: int, end: int) -> list[RouteFailure]:
-        """Send requests[start:end] in one datagram, acking the last; the
-        failures the kernel reported."""
-        messages, ops, base = requests.messages, requests.ops, requests.base
-        last = bytearray(messages[end - 1])
-        (flags,) = _FLAGS_AT.unpack_from(last, _FLAGS_OFFSET)
-        _FLAGS_AT.pack_into(last, _FLAGS_OFFSET, flags | codec.NLM_F_ACK)
-        payload = b"".join(messages[start : end - 1]) + last
-        last_seq = (base + end - 1) & 0xFFFFFFFF
-        self._netlink.send(payload, f"sending {end - start} route requests")
+    def _send_batch(self, batch: RequestBatch) -> list[RouteFailure]:
+        """Send one batch in one datagram; the failures the kernel reported."""
+        self._netlink.send(batch.payload, f"sending {len(batch.prefixes)} route requests")
         failures: list[RouteFailure] = []
         while True:
             try:
@@ -152,24 +140,24 @@ class RouteSocket:
             except OSError:  # ENOBUFS; recv turned anything else into DataplaneError
                 # Replies were dropped, so which requests failed is unknown;
                 # report the whole batch so the caller re-checks it.
-                log.warning("netlink replies lost (ENOBUFS)", extra={"routes": end - start})
+                log.warning("netlink replies lost (ENOBUFS)", extra={"routes": len(batch.prefixes)})
                 self._netlink.drain()
                 return [
                     RouteFailure(prefix, op, errno.ENOBUFS, "reply lost; state unknown")
-                    for prefix, op in ops[start:end]
+                    for prefix, op in batch.ops
                 ]
             for msg in codec.iter_messages(data):
                 if msg.msg_type != codec.NLMSG_ERROR:
                     continue
                 ack = codec.decode_ack(msg)
-                index = (ack.seq - base) & 0xFFFFFFFF
-                if not start <= index < end:
+                found = batch.op_of(ack.seq)
+                if found is None:
                     continue  # a reply to an earlier, abandoned batch
-                prefix, op = ops[index]
+                prefix, op = found
                 if ack.errno and not (op == "delete" and ack.errno in _ABSENT):
                     text = os.strerror(ack.errno)
                     if ack.message:
                         text = f"{text}: {ack.message}"
                     failures.append(RouteFailure(prefix, op, ack.errno, text))
-                if ack.seq == last_seq:
+                if ack.seq == batch.last_seq:
                     return failures
