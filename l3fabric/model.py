@@ -200,6 +200,11 @@ class Route:
     def __post_init__(self) -> None:
         if not self.nexthops:
             raise ValueError(f"route {self.prefix} has no next hop")
+        if len(self.nexthops) == 1 and type(self.nexthops) is tuple:
+            # Already in order. Most routes have one next hop, and keeping
+            # the caller's tuple spares a sort per route and lets routes that
+            # share a next hop share the object.
+            return
         ordered = tuple(sorted(set(self.nexthops), key=_nexthop_key))
         object.__setattr__(self, "nexthops", ordered)
 
