@@ -59,6 +59,7 @@ class FakeKernel:
         self.closed = False
         # The networks next hops may be on; None: not known (not checked).
         self.on_link: frozenset[IPNetwork] | None = None
+        self._seen: object = None  # what kernel_changed() last saw
 
     # -- Dataplane ------------------------------------------------------------
 
@@ -149,6 +150,15 @@ class FakeKernel:
 
     def on_link_networks(self) -> frozenset[IPNetwork] | None:
         return self.on_link
+
+    def kernel_changed(self) -> bool:
+        """As the kernel's notifications would say: anything different in
+        the links, routes or addresses since the last call (tests edit the
+        dicts directly, as someone with `ip` would)."""
+        now = (dict(self.routes), dict(self.links), frozenset(self.addresses))
+        changed = now != self._seen
+        self._seen = now
+        return changed
 
     def close(self) -> None:
         self.closed = True

@@ -306,8 +306,9 @@ class Agent:
         """One pass now (start-up, after a reload, `l3fabric reconcile`).
         A pass looks inside a share of the workloads' namespaces in turn;
         only an operator's `l3fabric reconcile` looks inside every one, as
-        that costs a netlink conversation per workload."""
-        return self._passes.run(look_inside_all=look_inside_all)
+        that costs a netlink conversation per workload. Unlike a periodic
+        pass, this one reads the kernel even if it notified no change."""
+        return self._passes.run(look_inside_all=look_inside_all, read_kernel=True)
 
     def _protect_host(self) -> None:
         cfg = self.config

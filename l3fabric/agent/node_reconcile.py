@@ -4,6 +4,14 @@ The links are planned from the workload records against the kernel's owned
 links; the routes are resynced by the route table from a fresh dump, the same
 code that flushes deltas. Start-up, the periodic pass, `l3fabric reconcile`
 and the retry after an error all run this.
+
+A periodic pass reads the kernel only when something may have changed: the
+kernel notified a change of a link, address or route since the last pass
+(dataplane/kernel_watch.py), the workloads or the learned-route rule
+changed, the route table has writes pending, or the last full read was
+long ago. Otherwise the links and routes are as the last full pass left
+them, and the pass only looks inside its share of the workloads' namespaces,
+which the node's notifications cannot see.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ RETRY_AFTER_ERROR = 1.0
 
 class LinkDataplane(LinkWriter, Protocol):
     def node_links(self) -> dict[str, int]: ...
+    def kernel_changed(self) -> bool: ...
     def inspect(self, workload: Workload) -> Observed: ...
 
 
@@ -39,6 +48,11 @@ class LinkDataplane(LinkWriter, Protocol):
 # `l3fabric reconcile` looks inside every one.
 WORKLOAD_CHECKS_PER_PASS = 64
 
+# However quiet the kernel, a pass reads everything at least this often: a
+# change no notification told of (a bug of ours or the kernel's) must not
+# last for ever. At 10k workloads a full read costs the node seconds of CPU.
+FULL_PASS_AT_LEAST_EVERY = 600.0
+
 
 @dataclass
 class PassReport:
@@ -46,6 +60,8 @@ class PassReport:
     repaired: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    # False: nothing may have changed, the links and routes were not read.
+    kernel_read: bool = True
 
     @property
     def changed(self) -> bool:
@@ -73,6 +89,10 @@ class NodeReconciler:
         self._clock = clock
         self._present = present
         self._next_check = 0
+        # What the last full pass without errors ran on, and found wired.
+        self._clean_inputs: tuple[tuple[Workload, ...], bool] | None = None
+        self._wired: list[Workload] = []
+        self._read_at: float | None = None
 
     def run(
         self,
@@ -80,6 +100,38 @@ class NodeReconciler:
         *,
         keep_unknown_learned: bool,
         look_inside_all: bool = False,
+        read_kernel: bool = False,
+    ) -> PassReport:
+        """`read_kernel`: read the links and routes even if nothing seems to
+        have changed (start-up, a reload, an operator's reconcile)."""
+        started = self._clock()
+        # Asked every pass, so the watch starts afresh before any dump below.
+        kernel_changed = self._dataplane.kernel_changed()
+        inputs = (tuple(workloads), keep_unknown_learned)
+        if not (
+            read_kernel
+            or look_inside_all
+            or kernel_changed
+            or self._routes.dirty
+            or inputs != self._clean_inputs
+            or self._read_at is None
+            or started - self._read_at >= FULL_PASS_AT_LEAST_EVERY
+        ):
+            applied = ApplyResult()
+            self._repair_workload_sides(self._to_check(self._wired, False), applied)
+            return PassReport(
+                seconds=self._clock() - started,
+                repaired=dict(applied.by_kind),
+                errors=applied.errors,
+                kernel_read=False,
+            )
+        report = self._full_pass(workloads, keep_unknown_learned, look_inside_all)
+        self._read_at = started
+        self._clean_inputs = None if report.errors else inputs
+        return report
+
+    def _full_pass(
+        self, workloads: Sequence[Workload], keep_unknown_learned: bool, look_inside_all: bool
     ) -> PassReport:
         started = self._clock()
         # One link dump a pass: at 10k workloads it is the pass's largest cost.
@@ -91,6 +143,7 @@ class NodeReconciler:
         ops = plan_links(workloads, links, present)
         applied = apply_links(ops, self._dataplane)
         wired = [w for w in workloads if w.host_iface in links]
+        self._wired = wired
         self._repair_workload_sides(self._to_check(wired, look_inside_all), applied)
         orphaned = {op.workload.name for op in ops if isinstance(op, Orphan)}
         # An orphan's veth is gone with its namespace: it has no routes to own.
@@ -185,10 +238,13 @@ class ReconcilePasses:
 
         self._loop.call_later(RETRY_AFTER_ERROR, retry)
 
-    def run(self, *, look_inside_all: bool = False) -> dict[str, Any]:
+    def run(self, *, look_inside_all: bool = False, read_kernel: bool = False) -> dict[str, Any]:
         workloads = self._workloads()
         report = self._reconciler.run(
-            workloads, keep_unknown_learned=self._keep_learned(), look_inside_all=look_inside_all
+            workloads,
+            keep_unknown_learned=self._keep_learned(),
+            look_inside_all=look_inside_all,
+            read_kernel=read_kernel,
         )
         m = self._metrics
         m.reconcile_duration.observe(report.seconds)
@@ -214,5 +270,6 @@ class ReconcilePasses:
             "repaired": report.repaired,
             "errors": report.errors,
             "orphans": report.orphans,
+            "kernel_read": report.kernel_read,
         }
         return self.last

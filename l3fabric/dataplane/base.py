@@ -129,5 +129,11 @@ class Dataplane(Protocol):
         hop can be (l3fabric/dataplane/onlink.py); None: not known."""
         ...
 
+    def kernel_changed(self) -> bool:
+        """Whether the node's links, addresses or routes may have changed
+        since the last call (dataplane/kernel_watch.py): False only when the
+        kernel notified nothing; True on the first call or when unsure."""
+        ...
+
     def close(self) -> None:
         """Release sockets. The object may be used again afterwards."""

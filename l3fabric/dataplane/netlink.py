@@ -25,6 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from l3fabric.dataplane import codec, hostprotect, netns_guard, partial
 from l3fabric.dataplane.base import DataplaneError, NetnsNotFound, Observed, RouteFailure
+from l3fabric.dataplane.kernel_watch import KernelChangeWatch
 from l3fabric.dataplane.linklocal import LinkLocalReader
 from l3fabric.dataplane.netns import netlink_socket_in, resolve_netns
 from l3fabric.dataplane.onlink import OnLinkReader
@@ -70,6 +71,7 @@ class NetlinkDataplane:
         route_socket: RouteSocket | None = None,
         link_locals: LinkLocalReader | None = None,
         on_link: OnLinkReader | None = None,
+        kernel_watch: KernelChangeWatch | None = None,
         link_local_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -82,6 +84,7 @@ class NetlinkDataplane:
             )
         self._link_locals = link_locals or LinkLocalReader()
         self._on_link = on_link or OnLinkReader()
+        self._kernel_watch = kernel_watch or KernelChangeWatch()
         self._link_local_timeout = link_local_timeout
         self._clock = clock
         self._ipr: IPRoute | None = None
@@ -141,11 +144,16 @@ class NetlinkDataplane:
         with self._lock:
             return self._on_link.networks()
 
+    def kernel_changed(self) -> bool:
+        with self._lock:
+            return self._kernel_watch.changed()
+
     def close(self) -> None:
         with self._lock:
             self._routes.close()
             self._link_locals.close()
             self._on_link.close()
+            self._kernel_watch.close()
             if self._ipr is not None:
                 self._ipr.close()
                 self._ipr = None
