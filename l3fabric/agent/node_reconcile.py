@@ -60,12 +60,17 @@ class PassReport:
     repaired: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
-    # False: nothing may have changed, the links and routes were not read.
-    kernel_read: bool = True
+    # Why the pass read the kernel's links and routes; empty: nothing may
+    # have changed, they were not read.
+    read_because: tuple[str, ...] = ("asked",)
 
     @property
     def changed(self) -> bool:
         return bool(self.repaired or self.orphans)
+
+    @property
+    def kernel_read(self) -> bool:
+        return bool(self.read_because)
 
 
 def still_there(workload: Workload) -> bool:
@@ -108,24 +113,32 @@ class NodeReconciler:
         # Asked every pass, so the watch starts afresh before any dump below.
         kernel_changed = self._dataplane.kernel_changed()
         inputs = (tuple(workloads), keep_unknown_learned)
-        if not (
-            read_kernel
-            or look_inside_all
-            or kernel_changed
-            or self._routes.dirty
-            or inputs != self._clean_inputs
-            or self._read_at is None
-            or started - self._read_at >= FULL_PASS_AT_LEAST_EVERY
-        ):
+        because = [
+            reason
+            for reason, holds in (
+                ("asked", read_kernel or look_inside_all),
+                ("kernel changed", kernel_changed),
+                ("route writes pending", self._routes.dirty),
+                ("inputs changed", inputs != self._clean_inputs),
+                (
+                    "not read for long",
+                    self._read_at is None or started - self._read_at >= FULL_PASS_AT_LEAST_EVERY,
+                ),
+            )
+            if holds
+        ]
+        if not because:
             applied = ApplyResult()
             self._repair_workload_sides(self._to_check(self._wired, False), applied)
             return PassReport(
                 seconds=self._clock() - started,
                 repaired=dict(applied.by_kind),
                 errors=applied.errors,
-                kernel_read=False,
+                read_because=(),
             )
+        log.debug("reconcile reads the kernel", extra={"because": because})
         report = self._full_pass(workloads, keep_unknown_learned, look_inside_all)
+        report.read_because = tuple(because)
         self._read_at = started
         self._clean_inputs = None if report.errors else inputs
         return report
@@ -270,6 +283,6 @@ class ReconcilePasses:
             "repaired": report.repaired,
             "errors": report.errors,
             "orphans": report.orphans,
-            "kernel_read": report.kernel_read,
+            "read_because": list(report.read_because),
         }
         return self.last

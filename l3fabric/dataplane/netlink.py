@@ -25,12 +25,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from l3fabric.dataplane import codec, hostprotect, netns_guard, partial
 from l3fabric.dataplane.base import DataplaneError, NetnsNotFound, Observed, RouteFailure
+from l3fabric.dataplane.hostlink import HostLinkReader
 from l3fabric.dataplane.kernel_watch import KernelChangeWatch
 from l3fabric.dataplane.linklocal import LinkLocalReader
 from l3fabric.dataplane.netns import netlink_socket_in, resolve_netns
 from l3fabric.dataplane.onlink import OnLinkReader
 from l3fabric.dataplane.routes import RouteSocket
 from l3fabric.dataplane.sysctl import NODE_SETTINGS, Sysctls, host_iface_settings
+from l3fabric.dataplane.workload_codec import DecodedLink
 from l3fabric.dataplane.workload_side import read_workload_side
 from l3fabric.model import (
     GATEWAY_V4,
@@ -72,6 +74,7 @@ class NetlinkDataplane:
         link_locals: LinkLocalReader | None = None,
         on_link: OnLinkReader | None = None,
         kernel_watch: KernelChangeWatch | None = None,
+        host_links: HostLinkReader | None = None,
         link_local_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +88,7 @@ class NetlinkDataplane:
         self._link_locals = link_locals or LinkLocalReader()
         self._on_link = on_link or OnLinkReader()
         self._kernel_watch = kernel_watch or KernelChangeWatch()
+        self._host_links = host_links or HostLinkReader()
         self._link_local_timeout = link_local_timeout
         self._clock = clock
         self._ipr: IPRoute | None = None
@@ -154,6 +158,7 @@ class NetlinkDataplane:
             self._link_locals.close()
             self._on_link.close()
             self._kernel_watch.close()
+            self._host_links.close()
             if self._ipr is not None:
                 self._ipr.close()
                 self._ipr = None
@@ -199,7 +204,7 @@ class NetlinkDataplane:
         created = False
         if index is not None:
             linked = peer is not None and _peers(ipr, index, peer)
-            if not linked and _peer_here(ipr, index):
+            if not linked and self._peer_here(index):
                 # The host end's peer is in this namespace under another
                 # name: a half-made pair; start over.
                 ipr.link("del", index=index)
@@ -264,27 +269,25 @@ class NetlinkDataplane:
     def _awaits_runtime(self, host: str) -> bool:
         """The host veth's peer is still in the node's namespace: made by
         attach_for_runtime, not yet moved into the sandbox by the runtime."""
-        index = self._link_index(host)
-        return index is not None and _peer_here(self._node(), index)
+        link = self._host_links.get(name=host)
+        return link is not None and self._waits_here(link)
 
     def _inspect_host(self, workload: Workload) -> Observed:
         try:
-            index = self._link_index(workload.host_iface)
-            if index is None:
+            link = self._host_links.get(name=workload.host_iface)
+            if link is None:
                 return Observed(netns_present=False)
-            ipr = self._node()
-            mac = ipr.link("get", index=index)[0].get("address")
-            return Observed(False, True, mac, self._link_locals.of(index))
+            return Observed(False, True, link.mac, self._link_locals.of(link.index))
         except NetlinkError as exc:
             raise DataplaneError(f"inspect {workload.name}: {os.strerror(exc.code)}") from exc
 
     def _inspect(self, workload: Workload, path: str) -> Observed:
-        ipr = self._node()
-        host_index = self._link_index(workload.host_iface)
+        host = self._host_links.get(name=workload.host_iface)
+        host_index = host.index if host is not None else None
         host_mac = host_ll = None
-        if host_index is not None:
-            host_mac = ipr.link("get", index=host_index)[0].get("address")
-            host_ll = self._link_locals.of(host_index)
+        if host is not None:
+            host_mac = host.mac
+            host_ll = self._link_locals.of(host.index)
         side = read_workload_side(path, workload.ifname)
         if side is None:
             return Observed(True, host_index is not None, host_mac, host_ll)
@@ -370,7 +373,7 @@ class NetlinkDataplane:
         if index is not None:
             if _workload_iface(ipr, wipr, index, ifname) is not None:
                 return index, False
-            if _peer_here(ipr, index):
+            if self._peer_here(index):
                 # attach_for_runtime's pair, the runtime about to move its
                 # end: taking it away would break the runtime's setup.
                 raise DataplaneError(f"{host}'s peer waits in the node's namespace for its runtime")
@@ -466,12 +469,20 @@ class NetlinkDataplane:
         # A get by name, which the kernel answers from its index: pyroute2's
         # link_lookup dumps every link of the node and filters in Python,
         # O(N) per call with N workloads.
-        try:
-            return int(self._node().link("get", ifname=name)[0]["index"])
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise
+        link = self._host_links.get(name=name)
+        return link.index if link is not None else None
+
+    def _peer_here(self, host_index: int) -> bool:
+        """The host veth's peer is a runtime's end waiting in this namespace
+        (no IFLA_LINK_NETNSID, and named as attach_for_runtime names it)."""
+        host = self._host_links.get(index=host_index)
+        return host is not None and self._waits_here(host)
+
+    def _waits_here(self, host: DecodedLink) -> bool:
+        if host.peer_elsewhere or not host.peer_index:
+            return False
+        peer = self._host_links.get(index=host.peer_index)
+        return peer is not None and peer.name.startswith(RUNTIME_PEER_PREFIX)
 
 
 @contextmanager
@@ -529,19 +540,6 @@ def _peers(ipr: IPRoute, host_index: int, peer_index: int) -> bool:
         and peer.get("link") == host_index
         and host.get("link_netnsid") is None
     )
-
-
-def _peer_here(ipr: IPRoute, host_index: int) -> bool:
-    """The host veth's peer is a runtime's end waiting in this namespace
-    (no IFLA_LINK_NETNSID, and named as attach_for_runtime names it)."""
-    host: Any = ipr.link("get", index=host_index)[0]
-    if host.get("link_netnsid") is not None or not host.get("link"):
-        return False
-    try:
-        peer: Any = ipr.link("get", index=host.get("link"))[0]
-    except NetlinkError:
-        return False
-    return str(peer.get("ifname") or "").startswith(RUNTIME_PEER_PREFIX)
 
 
 def _sync_addresses(wipr: IPRoute, index: int, addresses: Sequence[IPAddress], ifname: str) -> None:

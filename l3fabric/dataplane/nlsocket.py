@@ -114,6 +114,16 @@ class NetlinkSocket:
         finally:
             sock.settimeout(self.reply_timeout)
 
+    def ask(self, make_request: Callable[[int], bytes]) -> codec.Message:
+        """The kernel's one reply to a request that is not a dump (a get):
+        the answer, or the NLMSG_ERROR saying why there is none."""
+        seq = self.next_seqs(1)
+        self.send(make_request(seq), "netlink request")
+        while True:
+            for msg in codec.iter_messages(self.recv()):
+                if msg.seq == seq:
+                    return msg
+
     def dump(self, make_request: Callable[[int], bytes]) -> list[codec.Message]:
         """The messages of one dump (`make_request` builds it for a sequence
         number), asked again while the kernel says it was interrupted."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
@@ -18,6 +19,7 @@ from l3fabric.dataplane.workload_codec import (
     DecodedNeighbour,
     decode_link,
     decode_neighbour,
+    link_get_request,
     neigh_dump_request,
 )
 
@@ -76,3 +78,38 @@ def test_neigh_dump_request_names_only_family_and_interface() -> None:
     parsed.decode()
     assert (parsed["family"], parsed["ifindex"], parsed["state"]) == (socket.AF_INET6, 0, 0)
     assert parsed.get_attr("NDA_IFINDEX") == 12
+
+
+def test_veth_with_its_peer_here_and_elsewhere() -> None:
+    msg = ifinfmsg()
+    msg["index"] = 9
+    msg["attrs"] = [("IFLA_IFNAME", "l3f1234"), ("IFLA_LINK", 10)]
+    assert decode_link(_payload(msg, codec.RTM_NEWLINK)) == DecodedLink(9, "l3f1234", None, 10)
+    msg = ifinfmsg()
+    msg["index"] = 9
+    msg["attrs"] = [("IFLA_IFNAME", "l3f1234"), ("IFLA_LINK", 2), ("IFLA_LINK_NETNSID", 0)]
+    assert decode_link(_payload(msg, codec.RTM_NEWLINK)) == DecodedLink(
+        9, "l3f1234", None, 2, peer_elsewhere=True
+    )
+
+
+def test_link_get_request_by_name_or_index() -> None:
+    by_name = codec.iter_messages(link_get_request(5, name="l3f1234"))
+    (message,) = by_name
+    assert (message.msg_type, message.flags, message.seq) == (
+        codec.RTM_GETLINK,
+        codec.NLM_F_REQUEST,
+        5,
+    )
+    family, _type, index, flags, change = codec.IFINFOMSG.unpack_from(message.payload)
+    assert (family, index, flags, change) == (socket.AF_UNSPEC, 0, 0, 0)
+    attrs = dict(codec.iter_attrs(message.payload, codec.IFINFOMSG.size))
+    assert attrs[codec.IFLA_IFNAME] == b"l3f1234\0"
+    assert attrs[codec.IFLA_EXT_MASK] == codec.U32.pack(codec.RTEXT_FILTER_SKIP_STATS)
+    (message,) = codec.iter_messages(link_get_request(6, index=42))
+    assert codec.IFINFOMSG.unpack_from(message.payload)[2] == 42
+    assert codec.IFLA_IFNAME not in dict(codec.iter_attrs(message.payload, codec.IFINFOMSG.size))
+    with pytest.raises(ValueError):
+        link_get_request(7)
+    with pytest.raises(ValueError):
+        link_get_request(7, name="x", index=1)
