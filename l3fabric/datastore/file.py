@@ -59,6 +59,7 @@ from l3fabric.datastore.base import (
     validate_prefix,
     validate_ttl,
 )
+from l3fabric.datastore.file_changes import DirectoryChanges
 from l3fabric.datastore.file_format import (
     DELETE,
     HEAD,
@@ -178,25 +179,27 @@ class FileDatastore:
             raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
         deadline = time.monotonic() + timeout
         self._ready()
-        while True:
-            self._expire_leases()
-            head = self._read_head()
-            if since_revision < head.base:
-                raise WatchCompacted(since_revision, head.base)
-            if head.revision > since_revision:
-                records = self._read_records(head, since_revision)
-                if records is None:  # compaction replaced the journal under us
-                    continue
-                events = [r.event() for r in records if r.key.startswith(prefix)]
-                since_revision = head.revision
-                if events:
-                    return since_revision, events
-            elif head.revision == since_revision:
-                self._cursor = (head.generation, head.revision, head.journal_end)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return since_revision, []
-            time.sleep(min(self._poll_interval, remaining))
+        # Begun before the first read of the head: no write falls between.
+        with DirectoryChanges(str(self.path), self._poll_interval) as changes:
+            while True:
+                self._expire_leases()
+                head = self._read_head()
+                if since_revision < head.base:
+                    raise WatchCompacted(since_revision, head.base)
+                if head.revision > since_revision:
+                    records = self._read_records(head, since_revision)
+                    if records is None:  # compaction replaced the journal under us
+                        continue
+                    events = [r.event() for r in records if r.key.startswith(prefix)]
+                    since_revision = head.revision
+                    if events:
+                        return since_revision, events
+                elif head.revision == since_revision:
+                    self._cursor = (head.generation, head.revision, head.journal_end)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return since_revision, []
+                changes.wait(remaining)
 
     # -- writing -----------------------------------------------------------
 
