@@ -323,11 +323,14 @@ class Agent:
             self._metrics.reconcile_errors.inc()
             log.error("workload-to-host protection not applied", extra={"error": str(exc)})
 
-    def _after_pass(self, workloads: tuple[Workload, ...]) -> None:
+    def _after_pass(self, workloads: tuple[Workload, ...], kernel_read: bool) -> None:
         self._protect_host()
         self._metrics.workloads.set(len(workloads))
         self._export_ipam()
-        if self.bgp is not None:
+        # A pass that did not read the kernel found the workloads as the last
+        # full pass did, which advertised them, and the kernel notified no
+        # change of the addresses and routes the on-link networks come from.
+        if self.bgp is not None and kernel_read:
             self._refresh_on_link(self.bgp)
             self._advertise_all(workloads)
         if self.discovery is not None:

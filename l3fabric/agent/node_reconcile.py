@@ -219,7 +219,7 @@ class ReconcilePasses:
         wall_clock: Callable[[], float],
         workloads: Callable[[], tuple[Workload, ...]],
         keep_learned: Callable[[], bool],
-        after_pass: Callable[[tuple[Workload, ...]], None],
+        after_pass: Callable[[tuple[Workload, ...], bool], None],
     ) -> None:
         self._reconciler = reconciler
         self._loop = loop
@@ -276,7 +276,7 @@ class ReconcilePasses:
                     "seconds": report.seconds,
                 },
             )
-        self._after_pass(workloads)
+        self._after_pass(workloads, report.kernel_read)
         self.last = {
             "at": self._wall_clock(),
             "seconds": round(report.seconds, 6),
