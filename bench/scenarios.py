@@ -371,6 +371,15 @@ REGISTRY: tuple[Scenario, ...] = (
         parse=parse_datastore,
     ),
     Scenario(
+        "churn",
+        "bench/churn.py",
+        "workload adds and deletes on one node up to 1,000, p50/p99, file and etcd",
+        full=(),
+        quick=("--quick",),
+        parse=parse_figures,
+        timeout_quick=240,
+    ),
+    Scenario(
         "dns",
         "bench/dns.py",
         "DNS queries/s and p50/p99 with 10k names vs dnsmasq; add -> resolvable name",
