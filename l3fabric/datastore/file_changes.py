@@ -7,7 +7,9 @@ Every write updates the `rev` file in the store's directory, so an inotify
 watch on that directory wakes a waiting watcher as soon as any process
 writes, and otherwise not at all.
 
-Leases expire by time, not by a write, so a waiter still wakes every
+Under a burst of writes the waiter still returns at most once a poll
+interval, so that the watcher reads many writes at once. Leases expire by
+time, not by a write, so a waiter still wakes every
 LEASE_CHECK seconds to let the caller expire them. Where inotify is not
 available (the limit of instances reached, a filesystem without it) the
 waiter polls at the caller's interval as before.
@@ -21,6 +23,7 @@ import logging
 import os
 import select
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,18 @@ class DirectoryChanges:
     the last wait, after LEASE_CHECK, or after t, whichever is first. Begin
     it before reading what it guards, so no change falls in between."""
 
-    def __init__(self, path: str, poll_interval: float) -> None:
+    def __init__(
+        self,
+        path: str,
+        poll_interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._path = path
         self._poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
         self._fd: int | None = None
 
     def __enter__(self) -> DirectoryChanges:
@@ -84,10 +96,18 @@ class DirectoryChanges:
 
     def wait(self, timeout: float) -> None:
         if self._fd is None:
-            time.sleep(max(0.0, min(timeout, self._poll_interval)))
+            self._sleep(max(0.0, min(timeout, self._poll_interval)))
             return
+        began = self._clock()
         ready, _, _ = select.select([self._fd], [], [], max(0.0, min(timeout, LEASE_CHECK)))
         if ready:
+            # A burst of writes (10k records registered at start-up) must
+            # not wake the watcher once per write: it reads the store at
+            # most once a poll interval, as it did when it polled, and idle
+            # it reads nothing at all.
+            rest = min(self._poll_interval, timeout) - (self._clock() - began)
+            if rest > 0:
+                self._sleep(rest)
             try:
                 while os.read(self._fd, 65536):
                     pass
