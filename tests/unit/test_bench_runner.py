@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import scenarios
+from bench.churn import CALICO_CNI_ADD_MS, Phases
+from bench.churn import figures as churn_figures
 from bench.runner import (
     Figure,
     ScenarioResult,
@@ -249,3 +251,18 @@ def test_parse_convergence(tmp_path: Path) -> None:
     assert by["bulk 10000 per-workload routes, from Established"].verdict == "missed"
     blocks = by["bulk 10000 workloads in blocks mode, from Established"]
     assert blocks.value is None and blocks.verdict == "missed"
+
+
+def test_churn_figures_are_honest_and_hold_the_add_to_the_anchor() -> None:
+    phases = Phases("file", 4, fill_s=0.2, add_ms=[10.0, 20.0, 30.0, 40.0], churn_s=0.1,
+                    churn_add_ms=[25.0], churn_delete_ms=[35.0], drain_s=0.4,
+                    delete_ms=[50.0, 60.0, 70.0, 80.0])  # fmt: skip
+    found = churn_figures([phases])
+    assert check_honest(ScenarioResult("churn", "ok", tuple(found))) == []
+    by_measure = {f.measure: f for f in found}
+    assert by_measure["file: adds from 0 to 4 workloads"].value == pytest.approx(20.0)
+    assert by_measure["file: deletes from 4 to 0 workloads"].value == pytest.approx(10.0)
+    p50 = by_measure["file: one add, p50"]
+    assert p50.value == 30.0 and p50.target == Target("<=", CALICO_CNI_ADD_MS)
+    assert p50.verdict == "missed"
+    assert by_measure["file: delete and add at 4 workloads"].value == pytest.approx(10.0)
