@@ -130,6 +130,8 @@ class NodeReconciler:
         if not because:
             applied = ApplyResult()
             self._repair_workload_sides(self._to_check(self._wired, False), applied)
+            if applied.errors:
+                self._clean_inputs = None  # the retry reads everything
             return PassReport(
                 seconds=self._clock() - started,
                 repaired=dict(applied.by_kind),

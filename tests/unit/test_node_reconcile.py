@@ -123,3 +123,16 @@ def test_a_quiet_pass_still_looks_inside_its_share_of_workloads() -> None:
     kernel.observed[workload.host_iface] = Observed(netns_present=True, host_present=True)
     report = reconciler.run([workload], keep_unknown_learned=False)
     assert not report.kernel_read and report.repaired == {"workload_side": 1}, report
+
+
+def test_an_error_in_a_quiet_pass_makes_the_next_pass_read() -> None:
+    kernel, _clock, _table, reconciler, workload = _quiet_node()
+
+    def broken(_w: Workload) -> Observed:
+        raise OSError("netlink went away")
+
+    kernel.inspect = broken  # type: ignore[method-assign]
+    failed = reconciler.run([workload], keep_unknown_learned=False)
+    assert not failed.kernel_read and failed.errors
+    retried = reconciler.run([workload], keep_unknown_learned=False)
+    assert retried.read_because == ("inputs changed",)
