@@ -253,18 +253,13 @@ class NetlinkDataplane:
                 # The host end may still be here: a runtime's sandbox that
                 # does not exist yet (Docker's Join comes before it).
                 return self._inspect_host(workload)
-            try:
-                if workload.owner == RUNTIME_CONFIGURED or self._awaits_runtime(
-                    workload.host_iface
-                ):
-                    # Docker moves and configures the container end itself
-                    # (addresses, gateway routes), at a moment of its own:
-                    # the inside of its sandbox is not ours to compare, nor
-                    # to repair while Docker is at it.
-                    return self._inspect_host(workload)
-                return self._inspect(workload, path)
-            except NetlinkError as exc:
-                raise DataplaneError(f"inspect {workload.name}: {os.strerror(exc.code)}") from exc
+            if workload.owner == RUNTIME_CONFIGURED or self._awaits_runtime(workload.host_iface):
+                # Docker moves and configures the container end itself
+                # (addresses, gateway routes), at a moment of its own: the
+                # inside of its sandbox is not ours to compare, nor to repair
+                # while Docker is at it.
+                return self._inspect_host(workload)
+            return self._inspect(workload, path)
 
     def _awaits_runtime(self, host: str) -> bool:
         """The host veth's peer is still in the node's namespace: made by
@@ -273,27 +268,23 @@ class NetlinkDataplane:
         return link is not None and self._waits_here(link)
 
     def _inspect_host(self, workload: Workload) -> Observed:
-        try:
-            link = self._host_links.get(name=workload.host_iface)
-            if link is None:
-                return Observed(netns_present=False)
-            return Observed(False, True, link.mac, self._link_locals.of(link.index))
-        except NetlinkError as exc:
-            raise DataplaneError(f"inspect {workload.name}: {os.strerror(exc.code)}") from exc
+        link = self._host_links.get(name=workload.host_iface)
+        if link is None:
+            return Observed(netns_present=False)
+        return Observed(False, True, link.mac, self._link_locals.of(link.index))
 
     def _inspect(self, workload: Workload, path: str) -> Observed:
         host = self._host_links.get(name=workload.host_iface)
-        host_index = host.index if host is not None else None
         host_mac = host_ll = None
         if host is not None:
             host_mac = host.mac
             host_ll = self._link_locals.of(host.index)
         side = read_workload_side(path, workload.ifname)
         if side is None:
-            return Observed(True, host_index is not None, host_mac, host_ll)
+            return Observed(True, host is not None, host_mac, host_ll)
         return Observed(
             netns_present=True,
-            host_present=host_index is not None,
+            host_present=host is not None,
             host_mac=host_mac,
             host_link_local=host_ll,
             container_present=True,
@@ -466,9 +457,8 @@ class NetlinkDataplane:
         return {name: index for name, index in found.items() if index is not None}
 
     def _link_index(self, name: str) -> int | None:
-        # A get by name, which the kernel answers from its index: pyroute2's
-        # link_lookup dumps every link of the node and filters in Python,
-        # O(N) per call with N workloads.
+        # A get by name, which the kernel answers from its index (a dump
+        # filtered in Python would be O(N) per call with N workloads).
         link = self._host_links.get(name=name)
         return link.index if link is not None else None
 
