@@ -165,6 +165,15 @@ class ImportPolicy:
     _on_link_verdicts: dict[IPAddress, bool] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    # pools and allowed_prefixes as (version, first, last) integer spans: a
+    # peer's bulk is judged against them per prefix, and ipaddress's
+    # containment builds objects on every question.
+    _pool_spans: tuple[tuple[int, int, int], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+    _allowed_spans: tuple[tuple[int, int, int], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         for name in ("allow_default", "allow_outside_pools"):
@@ -175,6 +184,8 @@ class ImportPolicy:
             self, "allowed_prefixes", _networks("allowed_prefixes", self.allowed_prefixes)
         )
         object.__setattr__(self, "pools", _networks("pools", self.pools))
+        object.__setattr__(self, "_pool_spans", _spans(self.pools))
+        object.__setattr__(self, "_allowed_spans", _spans(self.allowed_prefixes))
         local = frozenset(_addresses("local_addresses", self.local_addresses))
         object.__setattr__(self, "local_addresses", local)
         borrowed = frozenset(_addresses("borrowed_addresses", self.borrowed_addresses))
@@ -229,12 +240,12 @@ class ImportPolicy:
 
     def _covers_own(self, prefix: IPNetwork) -> bool:
         values = self._local_index[prefix.version]
-        first = int(prefix.network_address)
+        first, last = _span(prefix)
         i = bisect.bisect_left(values, first)
-        return i < len(values) and values[i] <= int(prefix.broadcast_address)
+        return i < len(values) and values[i] <= last
 
     def in_pools(self, prefix: IPNetwork) -> bool:
-        return _inside_any(prefix, self.pools)
+        return _inside_any(prefix, self._pool_spans)
 
     def _next_hop_on_link(self, next_hop: IPAddress) -> bool:
         verdict = self._on_link_verdicts.get(next_hop)
@@ -247,6 +258,11 @@ class ImportPolicy:
 
     def evaluate(self, prefix: IPNetwork, attrs: PathAttributes, peer: PeerInfo) -> str | None:
         """None to accept, otherwise the first reason in REJECT_REASONS that applies."""
+        return self.judge_prefix(prefix) or self.judge_attributes(attrs, prefix.version, peer)
+
+    def judge_prefix(self, prefix: IPNetwork) -> str | None:
+        """The reasons that depend on the prefix alone (they come first in
+        REJECT_REASONS): None when it passes them."""
         is_default = prefix.prefixlen == 0
         if is_default and not self.allow_default:
             return DEFAULT_ROUTE
@@ -258,11 +274,17 @@ class ImportPolicy:
         if not (
             is_default
             or self.allow_outside_pools
-            or self.in_pools(prefix)
-            or _inside_any(prefix, self.allowed_prefixes)
+            or _inside_any(prefix, self._pool_spans)
+            or _inside_any(prefix, self._allowed_spans)
         ):
             return OUTSIDE_POOLS
-        if _bad_next_hop(attrs.next_hop, prefix.version):
+        return None
+
+    def judge_attributes(self, attrs: PathAttributes, version: int, peer: PeerInfo) -> str | None:
+        """The reasons that depend on the path's attributes, for a prefix of
+        IP `version` from `peer`: the same for every prefix of one UPDATE, so
+        the RIB asks once per UPDATE."""
+        if _bad_next_hop(attrs.next_hop, version):
             return BAD_NEXT_HOP
         if attrs.next_hop in self.node_addresses:
             return NEXT_HOP_SELF
@@ -304,16 +326,23 @@ def _addresses(what: str, values: Iterable[object]) -> list[IPAddress]:
     return result
 
 
-def _inside_any(prefix: IPNetwork, containers: tuple[IPNetwork, ...]) -> bool:
+def _span(prefix: IPNetwork) -> tuple[int, int]:
+    """The first and last address of `prefix`, as integers."""
     first = int(prefix.network_address)
-    last = int(prefix.broadcast_address)
-    for container in containers:
-        if (
-            container.version == prefix.version
-            and container.prefixlen <= prefix.prefixlen
-            and int(container.network_address) <= first
-            and last <= int(container.broadcast_address)
-        ):
+    return first, first | ((1 << (prefix.max_prefixlen - prefix.prefixlen)) - 1)
+
+
+def _spans(networks: Iterable[IPNetwork]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((n.version, *_span(n)) for n in networks)
+
+
+def _inside_any(prefix: IPNetwork, spans: tuple[tuple[int, int, int], ...]) -> bool:
+    if not spans:
+        return False
+    version = prefix.version
+    first, last = _span(prefix)
+    for span_version, span_first, span_last in spans:
+        if span_version == version and span_first <= first and last <= span_last:
             return True
     return False
 

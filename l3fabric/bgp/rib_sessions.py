@@ -19,6 +19,7 @@ from l3fabric.bgp.events import (
     BgpEvent,
     EndOfRibEvent,
     NotificationEvent,
+    PathAttributes,
     PeerState,
     PeerStateEvent,
     SpeakerRestarted,
@@ -154,12 +155,23 @@ class PeerSessions:
             peer.withdrawals += 1
             self._store.put(peer, prefix, None)
         limit = self.limit(peer, policy)
+        # The prefixes of one UPDATE share one attributes object: the checks
+        # on the attributes, and the stored path itself, are made once per
+        # attributes and family rather than once per prefix.
+        judged: dict[tuple[int, int], tuple[PathAttributes, str | None, StoredPath]] = {}
         for prefix, attrs in event.announced:
             peer.announcements += 1
             if prefix not in peer.routes and len(peer.routes) >= limit:
                 return [self._tear_down(peer, limit)]
-            reason = policy.evaluate(prefix, attrs, peer.info)
-            self._store.put(peer, prefix, StoredPath(attrs, reason))
+            key = (id(attrs), prefix.version)
+            seen = judged.get(key)
+            if seen is None:
+                verdict = policy.judge_attributes(attrs, prefix.version, peer.info)
+                # attrs is kept in the entry so its id cannot be reused.
+                seen = judged[key] = (attrs, verdict, StoredPath(attrs, verdict))
+            reason = policy.judge_prefix(prefix)
+            path = seen[2] if reason is None else StoredPath(attrs, reason)
+            self._store.put(peer, prefix, path)
         return []
 
     # ----- session state and graceful restart --------------------------------

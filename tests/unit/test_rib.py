@@ -613,3 +613,29 @@ def test_ten_thousand_announcements_and_a_second_path_each() -> None:
     # One more update changes one route, not the table.
     rib.apply(UpdateEvent(NODE_B, withdrawn=(prefixes[0],)), 0.0)
     assert len(rib.take_changes().replace) == 1
+
+
+def test_one_update_sharing_attributes_gets_each_prefix_its_own_verdict() -> None:
+    # The RIB judges an UPDATE's shared attributes once: prefix verdicts must
+    # still be per prefix, and an attribute verdict applies to all of them.
+    rib = Rib(make_policy())
+    rib.set_peers([mesh(NODE_B), mesh(NODE_C)])
+    for peer in (NODE_B, NODE_C):
+        rib.apply(PeerStateEvent(peer, PeerState.UP), 0.0)
+    shared = PathAttributes(next_hop=NODE_B)
+    prefixes = [net("100.64.2.1/32"), net("10.9.0.0/16"), net("100.64.1.0/24"), net("0.0.0.0/0")]
+    rib.apply(UpdateEvent(NODE_B, tuple((p, shared) for p in prefixes)), 0.0)
+    by_prefix = {r.prefix: r.reason for r in rib.received(NODE_B)}
+    assert by_prefix == {
+        net("100.64.2.1/32"): None,
+        net("10.9.0.0/16"): "outside-pools",
+        net("100.64.1.0/24"): "covers-local-workload",
+        net("0.0.0.0/0"): "default-route",
+    }
+    looped = PathAttributes(next_hop=ip("198.18.0.1"))  # this node's own address
+    rib.apply(UpdateEvent(NODE_C, tuple((p, looped) for p in prefixes)), 0.0)
+    by_prefix = {r.prefix: r.reason for r in rib.received(NODE_C)}
+    assert by_prefix[net("100.64.2.1/32")] == "next-hop-self"
+    assert by_prefix[net("10.9.0.0/16")] == "outside-pools"  # the first reason that applies
+    assert rib.stats()[NODE_B].accepted == 1 and rib.stats()[NODE_C].accepted == 0
+    assert list(rib.best_routes()) == [net("100.64.2.1/32")]
