@@ -32,6 +32,7 @@ from l3fabric.bgp.events import (
     UpdateEvent,
 )
 from l3fabric.model import IPAddress, IPNetwork
+from l3fabric.prefix import parse_prefix
 
 # ExaBGP turns one `announce attributes ... nlri P1 P2 ...` line into as few
 # UPDATEs as fit; a few hundred prefixes keep a line far below ExaBGP's 1 MiB
@@ -507,7 +508,7 @@ def _nlri_prefix(item: object, version: int) -> IPNetwork:
     # add-path); exabgp.api.compact gives the bare string.
     text = _str(_obj(item, "nlri").get("nlri") if isinstance(item, dict) else item, "nlri")
     try:
-        prefix = ipaddress.ip_network(text)
+        prefix = parse_prefix(text)
     except ValueError:
         raise ParseError(f"nlri {text!r} is not a prefix") from None
     if prefix.version != version:
