@@ -162,7 +162,7 @@ class RouteKind(enum.Enum):
     LEARNED = "learned"  # from a BGP peer, via another node's address
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class NextHop:
     """One path of a route: either a directly connected interface (workload
     routes, `scope link`) or a gateway (learned routes)."""
@@ -183,7 +183,7 @@ class NextHop:
         return " ".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A route in the main table carrying RTPROT_L3FABRIC.
 

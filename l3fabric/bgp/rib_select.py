@@ -28,15 +28,6 @@ def select_route(
 ) -> tuple[Route | None, frozenset[PeerPaths]]:
     """The route to install for `prefix` and the peers whose paths give its
     next hops; (None, empty) when no path is accepted."""
-    if len(holders) == 1:
-        # One peer holds the prefix (a bulk from one neighbour, a mesh of two):
-        # its path is the route when accepted.
-        ((peer, path),) = holders.items()
-        if path.reason is not None:
-            return None, frozenset()
-        next_hop = path.attrs.next_hop
-        route = Route(prefix, (NextHop(gateway=next_hop),), RouteKind.LEARNED)
-        return route, frozenset((peer,))
     candidates: list[_Candidate] = []
     long_lived: list[_Candidate] = []
     for peer, path in holders.items():
