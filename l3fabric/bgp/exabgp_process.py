@@ -74,6 +74,10 @@ def exabgp_env(workdir: Path, log_level: str) -> dict[str, str]:
         # No named pipes for the CLI: several speakers share /run.
         "exabgp_api_cli": "false",
         "exabgp_api_encoder": "json",
+        # IPv4/IPv6 unicast prefixes as bare strings, not {"nlri": P}
+        # objects: a third less JSON for ExaBGP to write and the agent to read
+        # on a bulk (add-path prefixes keep the object form).
+        "exabgp_api_compact": "true",
         "exabgp_api_respawn": "true",
         "exabgp_api_terminate": "false",
         # Listening is per neighbour (`listen` in the template), so that the

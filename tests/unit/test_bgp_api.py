@@ -245,11 +245,19 @@ def test_received_notification() -> None:
     ]
 
 
-def test_ipv4_announce_with_attributes() -> None:
+@pytest.mark.parametrize("name", ["update_ipv4_announce", "update_ipv4_announce_objects"])
+def test_ipv4_announce_with_attributes(name: str) -> None:
+    # The agent runs ExaBGP with compact NLRI (bare strings); the object form
+    # ({"nlri": P}, also what add-path prefixes use) reads the same.
     attrs = PathAttributes(next_hop=A4, local_pref=200, med=5, origin="igp")
-    assert api.parse_message(fixture("update_ipv4_announce")) == [
+    assert api.parse_message(fixture(name)) == [
         UpdateEvent(A4, announced=((net("100.64.0.1/32"), attrs), (net("100.64.0.2/32"), attrs)))
     ]
+
+
+@pytest.mark.parametrize("name", ["update_ipv6_withdraw", "update_ipv6_withdraw_objects"])
+def test_ipv6_withdraw_in_either_form(name: str) -> None:
+    assert api.parse_message(fixture(name)) == [UpdateEvent(A4, withdrawn=(net("fd00:64::1/128"),))]
 
 
 def test_ipv6_announce_over_an_ipv4_session_keeps_the_ipv6_next_hop() -> None:
