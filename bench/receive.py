@@ -6,7 +6,7 @@ keeps in memory per route. In-process, on the agent's own code; no namespaces.
     python -m bench.receive --quick          # 10k, 1 round
 
 Stages, in the order a route meets them:
-  parse   ExaBGP JSON lines (as ExaBGP 5 writes them for a BIRD feeder: one
+  parse   ExaBGP JSON lines (as ExaBGP 5 writes them, compact, for a BIRD feeder: one
           UPDATE per line, as many /32s as fit in 4096 octets) to events
   rib     those events into the RIB: import policy, storage
   best    the RIB's best paths and the changes to program
@@ -94,9 +94,7 @@ def announce_lines(prefixes: Sequence[str]) -> list[str]:
             {
                 "attribute": attribute,
                 "announce": {
-                    "ipv4 unicast": {
-                        str(PEER): [{"nlri": p} for p in prefixes[start : start + PER_UPDATE]]
-                    }
+                    "ipv4 unicast": {str(PEER): list(prefixes[start : start + PER_UPDATE])}
                 },
             },
         )
@@ -106,7 +104,7 @@ def announce_lines(prefixes: Sequence[str]) -> list[str]:
 
 def withdraw_lines(prefixes: Sequence[str]) -> list[str]:
     return [
-        _line(i, {"withdraw": {"ipv4 unicast": [{"nlri": p} for p in prefixes[s : s + 900]]}})
+        _line(i, {"withdraw": {"ipv4 unicast": list(prefixes[s : s + 900])}})
         for i, s in enumerate(range(0, len(prefixes), 900))
     ]
 

@@ -26,6 +26,7 @@ from l3fabric.model import IPNetwork
 # Anything else (leading zeros, masks, IPv6) takes the standard parser.
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4_PREFIX_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}/(3[0-2]|[12]?[0-9])")
+_HOST_BITS4 = tuple((1 << (32 - length)) - 1 for length in range(33))
 
 
 class Prefix4(ipaddress.IPv4Network):
@@ -59,11 +60,11 @@ class Prefix4(ipaddress.IPv4Network):
     @classmethod
     def from_int(cls, value: int, prefixlen: int) -> Prefix4:
         """The prefix of network address `value` (host bits clear)."""
+        if value & _HOST_BITS4[prefixlen]:
+            raise ValueError(f"{ipaddress.IPv4Address(value)}/{prefixlen} has host bits set")
         prefix = cls.__new__(cls)
         prefix.network_address = ipaddress.IPv4Address(value)
         prefix.netmask, prefix._prefixlen = cls._make_netmask(prefixlen)  # type: ignore[attr-defined]
-        if value & int(prefix.netmask) != value:
-            raise ValueError(f"{prefix.network_address}/{prefixlen} has host bits set")
         return prefix
 
 

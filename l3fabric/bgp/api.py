@@ -506,7 +506,10 @@ def _family(name: str) -> int | None:
 def _nlri_prefix(item: object, version: int) -> IPNetwork:
     # Non-compact JSON gives {"nlri": "P"} (plus "path-information" with
     # add-path); exabgp.api.compact gives the bare string.
-    text = _str(_obj(item, "nlri").get("nlri") if isinstance(item, dict) else item, "nlri")
+    if type(item) is str:
+        text = item
+    else:
+        text = _str(_obj(item, "nlri").get("nlri") if isinstance(item, dict) else item, "nlri")
     try:
         prefix = parse_prefix(text)
     except ValueError:
@@ -541,10 +544,15 @@ def _parse_update(data: dict[str, Any]) -> list[BgpEvent]:
             # global one is the one a route can use: the link-local one only
             # stands when it is all there is.
             chosen: dict[IPNetwork, PathAttributes] = {}
-            for nexthop_text, nlris in _obj(by_nexthop, "announce family").items():
+            next_hops = _obj(by_nexthop, "announce family")
+            for nexthop_text, nlris in next_hops.items():
                 attrs = _attributes(attributes, _ip(nexthop_text, "next hop"))
                 if not isinstance(nlris, list):
                     raise ParseError("announced nlri list is not a list")
+                if len(next_hops) == 1:
+                    # One next hop (every IPv4 UPDATE): nothing to choose.
+                    announced.extend((_nlri_prefix(item, version), attrs) for item in nlris)
+                    continue
                 for item in nlris:
                     prefix = _nlri_prefix(item, version)
                     current = chosen.get(prefix)
