@@ -232,17 +232,9 @@ class ImportPolicy:
         return new
 
     def covers_local_workload(self, prefix: IPNetwork) -> bool:
-        if prefix.prefixlen == prefix.max_prefixlen and prefix.network_address in (
-            self.borrowed_addresses
-        ):
-            return True
-        return self._covers_own(prefix)
-
-    def _covers_own(self, prefix: IPNetwork) -> bool:
-        values = self._local_index[prefix.version]
         first, last = _span(prefix)
-        i = bisect.bisect_left(values, first)
-        return i < len(values) and values[i] <= last
+        host = prefix.prefixlen == prefix.max_prefixlen
+        return self._covers_span(prefix.version, first, last, host, prefix)
 
     def in_pools(self, prefix: IPNetwork) -> bool:
         return _inside_any(prefix, self._pool_spans)
@@ -263,22 +255,33 @@ class ImportPolicy:
     def judge_prefix(self, prefix: IPNetwork) -> str | None:
         """The reasons that depend on the prefix alone (they come first in
         REJECT_REASONS): None when it passes them."""
-        is_default = prefix.prefixlen == 0
-        if is_default and not self.allow_default:
-            return DEFAULT_ROUTE
-        # An allowed default route necessarily covers every local workload; it
-        # is still the least specific route there is, so it cannot take their
-        # traffic.
-        if not is_default and self.covers_local_workload(prefix):
+        length = prefix.prefixlen
+        if length == 0:
+            # An allowed default route necessarily covers every local
+            # workload; it is still the least specific route there is, so it
+            # cannot take their traffic.
+            return None if self.allow_default else DEFAULT_ROUTE
+        version = prefix.version
+        first = int(prefix.network_address)
+        last = first | ((1 << ((32 if version == 4 else 128) - length)) - 1)
+        if self._covers_span(version, first, last, length == prefix.max_prefixlen, prefix):
             return COVERS_LOCAL_WORKLOAD
         if not (
-            is_default
-            or self.allow_outside_pools
-            or _inside_any(prefix, self._pool_spans)
-            or _inside_any(prefix, self._allowed_spans)
+            self.allow_outside_pools
+            or _span_inside_any(version, first, last, self._pool_spans)
+            or _span_inside_any(version, first, last, self._allowed_spans)
         ):
             return OUTSIDE_POOLS
         return None
+
+    def _covers_span(
+        self, version: int, first: int, last: int, host: bool, prefix: IPNetwork
+    ) -> bool:
+        if host and self.borrowed_addresses and prefix.network_address in self.borrowed_addresses:
+            return True
+        values = self._local_index[version]
+        i = bisect.bisect_left(values, first)
+        return i < len(values) and values[i] <= last
 
     def judge_attributes(self, attrs: PathAttributes, version: int, peer: PeerInfo) -> str | None:
         """The reasons that depend on the path's attributes, for a prefix of
@@ -337,10 +340,12 @@ def _spans(networks: Iterable[IPNetwork]) -> tuple[tuple[int, int, int], ...]:
 
 
 def _inside_any(prefix: IPNetwork, spans: tuple[tuple[int, int, int], ...]) -> bool:
-    if not spans:
-        return False
-    version = prefix.version
-    first, last = _span(prefix)
+    return _span_inside_any(prefix.version, *_span(prefix), spans)
+
+
+def _span_inside_any(
+    version: int, first: int, last: int, spans: tuple[tuple[int, int, int], ...]
+) -> bool:
     for span_version, span_first, span_last in spans:
         if span_version == version and span_first <= first and last <= span_last:
             return True

@@ -29,6 +29,7 @@ class BestRoutes:
         # these were a third of the memory the RIB held per route.
         self._hops: dict[IPAddress, tuple[NextHop, ...]] = {}
         self._alone: dict[PeerPaths, frozenset[PeerPaths]] = {}
+        self._last_hop: tuple[IPAddress | None, tuple[NextHop, ...] | None] = (None, None)
 
     def routes(self) -> dict[IPNetwork, Route]:
         self._refresh()
@@ -84,11 +85,16 @@ class BestRoutes:
         if path.reason is not None:
             return None, frozenset()
         next_hop = path.attrs.next_hop
-        hops = self._hops.get(next_hop)
+        # The prefixes of an UPDATE come in a row with one next-hop object:
+        # asking the dict (an address hashes through its hex text) is for
+        # when it changes.
+        last_hop, last_hops = self._last_hop
+        hops = last_hops if next_hop is last_hop else self._hops.get(next_hop)
         if hops is None:
             if len(self._hops) >= _MAX_SHARED_HOPS:
                 self._hops.clear()  # a peer churning next hops
             hops = self._hops[next_hop] = (NextHop(gateway=next_hop),)
+        self._last_hop = (next_hop, hops)
         selected = self._alone.get(peer)
         if selected is None:
             if len(self._alone) >= _MAX_SHARED_HOPS:
