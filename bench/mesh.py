@@ -13,7 +13,12 @@ baseline's are two /32 proto 76 routes on a dummy veth, all BIRD sees of
 workloads. Every node is checked by a route dump every 0.2 s or so (all
 nodes in turn), so times are late by up to one sweep.
 
-    .venv/bin/python -m bench.mesh [--quick] [--sizes 10,25,50] [--json FILE]
+With `--reflectors K` the nodes do not mesh: each peers with K BIRD 2 route
+reflectors (`l3fabric bird render --role route-reflector`, every node a
+client) in namespaces of their own on the same bridge, started and ready
+before the clock; both systems get the same reflectors.
+
+    .venv/bin/python -m bench.mesh [--quick] [--sizes 10,25,50] [--reflectors K] [--json FILE]
 
 Namespaces are named ms<pid>...; they and every process started here are
 removed after each size and at the end, also on an error, Ctrl-C or SIGTERM.
@@ -48,6 +53,7 @@ from bench.fabric import (
     launch_bird,
     prewire_workloads,
     sh,
+    start_bird,
 )
 from bench.learned import log
 from bench.probes import Prefix, dump_prefixes, prefix_of
@@ -59,18 +65,31 @@ WORKLOADS = 2
 BIRD_BASE = int(ipaddress.IPv4Address("100.64.128.0"))
 
 
+MAX_NODES, MAX_REFLECTORS = 200, 4
+
+
 def address(i: int) -> str:
     return f"198.18.0.{i + 1}"
 
 
+def reflector_address(k: int) -> str:
+    return f"198.18.0.{250 + k}"
+
+
 class MeshAgent(AgentNode):
+    reflectors: tuple[str, ...] = ()  # empty: a full mesh from the node registry
+
     def write_config(self, advertise: str) -> Path:
+        bgp: dict[str, Any] = {"mesh": True, "advertise": advertise}
+        if self.reflectors:
+            peers = [{"address": a, "asn": ASN, "role": "route-reflector"} for a in self.reflectors]
+            bgp = {"mesh": False, "advertise": advertise, "peers": peers}
         config = {
             "node": {"name": self.name, "asn": ASN, "addresses": {"ipv4": address(self.index)}},
             "pools": [{"cidr": POOL_V4, "block_size": 26}],
             "state_dir": str(self.state_dir),
             "datastore": {"type": "file", "path": str(self.store)},
-            "bgp": {"mesh": True, "advertise": advertise},
+            "bgp": bgp,
             "metrics": {"enabled": False},
             "log": {"level": "warning", "format": "json"},
         }
@@ -85,20 +104,58 @@ def batch(lab: Lab, netns: str | None, lines: list[str]) -> None:
     sh("ip", *(("-n", netns) if netns else ()), "-batch", str(path))
 
 
-def underlay(lab: Lab, size: int) -> list[str]:
+def underlay(lab: Lab, size: int, reflectors: int = 0) -> tuple[list[str], list[str]]:
+    """The nodes' namespaces and the reflectors', on one bridge."""
     switch = lab.netns("sw")
     nodes = [f"{lab.tag}n{i}" for i in range(size)]
-    lab.netns_many([f"n{i}" for i in range(size)])
+    rrs = [f"{lab.tag}rr{k}" for k in range(reflectors)]
+    lab.netns_many([f"n{i}" for i in range(size)] + [f"rr{k}" for k in range(reflectors)])
+    every = nodes + rrs
     batch(lab, None, [f"link add eth1 netns {ns} type veth peer p{i} netns {switch}\n"
-                      for i, ns in enumerate(nodes)])  # fmt: skip
+                      for i, ns in enumerate(every)])  # fmt: skip
     ports = ["link add br0 type bridge\n", "link set br0 up\n"]
-    for i in range(size):
+    for i in range(len(every)):
         ports += [f"link set p{i} master br0\n", f"link set p{i} up\n"]
     batch(lab, switch, ports)
-    for i, ns in enumerate(nodes):
-        batch(lab, ns, ["link set lo up\n", f"addr add {address(i)}/24 dev eth1\n",
+    addresses = [address(i) for i in range(size)] + [
+        reflector_address(k) for k in range(reflectors)
+    ]
+    for ns, addr in zip(every, addresses, strict=True):
+        batch(lab, ns, ["link set lo up\n", f"addr add {addr}/24 dev eth1\n",
                         "link set eth1 up\n"])  # fmt: skip
-    return nodes
+    return nodes, rrs
+
+
+def start_reflectors(lab: Lab, rrs: list[str], size: int) -> None:
+    """BIRD route reflectors with every node a client, up before the clock."""
+    clients = tuple(
+        BirdPeer(name=f"n{i}", address=ipaddress.IPv4Address(address(i)), asn=ASN, rr_client=True)
+        for i in range(size)
+    )
+    for k, ns in enumerate(rrs):
+        router_id = ipaddress.IPv4Address(reflector_address(k))
+        cluster = ipaddress.IPv4Address(reflector_address(0))
+        cfg = BirdConfig(
+            BirdRole.ROUTE_REFLECTOR, router_id, ASN, cluster_id=cluster, peers=clients
+        )
+        conf = lab.workdir / f"rr{k}.conf"
+        conf.write_text(render(cfg))
+        start_bird(lab, BirdNode(f"rr{k}", ns, size + k, conf, lab.workdir / f"rr{k}.ctl",
+                                 lab.workdir / f"rr{k}.log"))  # fmt: skip
+
+
+def node_peers(i: int, size: int, reflectors: int) -> tuple[BirdPeer, ...]:
+    """A BIRD node's peers: every other node, or the reflectors."""
+    if reflectors:
+        return tuple(
+            BirdPeer(name=f"rr{k}", address=ipaddress.IPv4Address(reflector_address(k)), asn=ASN)
+            for k in range(reflectors)
+        )
+    return tuple(
+        BirdPeer(name=f"n{j}", address=ipaddress.IPv4Address(address(j)), asn=ASN)
+        for j in range(size)
+        if j != i
+    )
 
 
 def wait_everywhere(
@@ -139,13 +196,15 @@ def measure(
             "rss_mb": rss, "timeout_s": timeout}  # fmt: skip
 
 
-def run_l3fabric(lab: Lab, size: int, timeout: float) -> dict[str, Any]:
-    nodes = underlay(lab, size)
+def run_l3fabric(lab: Lab, size: int, timeout: float, reflectors: int = 0) -> dict[str, Any]:
+    nodes, rrs = underlay(lab, size, reflectors)
+    start_reflectors(lab, rrs, size)
     agents = []
     for i, ns in enumerate(nodes):
         state = lab.workdir / f"node{i}"
         state.mkdir()
         agent = MeshAgent(f"node{i}", ns, i, state, lab.workdir / "store", lab.workdir / f"{i}.log")
+        agent.reflectors = tuple(reflector_address(k) for k in range(reflectors))
         names = [f"w{i}x{k}" for k in range(WORKLOADS)]
         lab.netns_many(names)
         prewire_workloads(lab, agent, names)
@@ -160,8 +219,9 @@ def run_l3fabric(lab: Lab, size: int, timeout: float) -> dict[str, Any]:
     return measure(nodes, RTPROT_L3FABRIC, expected, launch, timeout)
 
 
-def run_bird(lab: Lab, size: int, timeout: float) -> dict[str, Any]:
-    nodes = underlay(lab, size)
+def run_bird(lab: Lab, size: int, timeout: float, reflectors: int = 0) -> dict[str, Any]:
+    nodes, rrs = underlay(lab, size, reflectors)
+    start_reflectors(lab, rrs, size)
     birds = []
     local: dict[str, set[Prefix]] = {}
     for i, ns in enumerate(nodes):
@@ -173,11 +233,7 @@ def run_bird(lab: Lab, size: int, timeout: float) -> dict[str, Any]:
             lines.append(f"route add {ip}/32 dev blk0 proto {RTPROT_L3FABRIC} scope link\n")
             local[ns].add(prefix_of(f"{ip}/32"))
         batch(lab, ns, lines)
-        peers = tuple(
-            BirdPeer(name=f"n{j}", address=ipaddress.IPv4Address(address(j)), asn=ASN)
-            for j in range(size)
-            if j != i
-        )
+        peers = node_peers(i, size, reflectors)
         conf = lab.workdir / f"bird{i}.conf"
         conf.write_text(render(BirdConfig(BirdRole.NODE, ipaddress.IPv4Address(address(i)), ASN,
                                           peers=peers)))  # fmt: skip
@@ -192,12 +248,18 @@ def run_bird(lab: Lab, size: int, timeout: float) -> dict[str, Any]:
     return measure(nodes, RTPROT_BIRD, expected, launch, timeout)
 
 
-def figures(results: dict[str, dict[int, dict[str, Any]]], sizes: list[int]) -> list[Figure]:
+def figures(
+    results: dict[str, dict[int, dict[str, Any]]], sizes: list[int], reflectors: int = 0
+) -> list[Figure]:
     ours, theirs = results["l3fabric"], results["bird"]
     out = []
     for size in sizes:
         a, b = ours[size], theirs[size]
-        base = "BIRD 2 node mesh"
+        base = f"BIRD 2 nodes, {reflectors} reflectors" if reflectors else "BIRD 2 node mesh"
+        if reflectors:
+            size_name = f"{size} nodes, {reflectors} route reflectors"
+        else:
+            size_name = f"{size} nodes"
         late = [
             f"{name} not converged after {r['timeout_s']:.0f} s ({len(r['per_node_s'])} of "
             f"{size} nodes were){' (baseline not measured)' if name == 'BIRD' else ''}"
@@ -205,14 +267,14 @@ def figures(results: dict[str, dict[int, dict[str, Any]]], sizes: list[int]) -> 
             if r["converged_s"] is None
         ]
         out += [
-            Figure(f"{size} nodes: start -> every route on every node", "s", a["converged_s"],
+            Figure(f"{size_name}: start -> every route on every node", "s", a["converged_s"],
                    b["converged_s"], base, summary="one run",
                    note="; ".join(late)),
-            Figure(f"{size} nodes: CPU per node until converged", "CPU s",
+            Figure(f"{size_name}: CPU per node until converged", "CPU s",
                    statistics.median(a["cpu_s"]), statistics.median(b["cpu_s"]), base,
                    samples=tuple(a["cpu_s"]), baseline_samples=tuple(b["cpu_s"]),
                    summary=f"median of {size} nodes"),
-            Figure(f"{size} nodes: RSS per node", "MB", statistics.median(a["rss_mb"]),
+            Figure(f"{size_name}: RSS per node", "MB", statistics.median(a["rss_mb"]),
                    statistics.median(b["rss_mb"]), base, samples=tuple(a["rss_mb"]),
                    baseline_samples=tuple(b["rss_mb"]), summary=f"median of {size} nodes",
                    note=f"all {size} nodes: l3fabric {sum(a['rss_mb']):.0f} MB, "
@@ -227,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     # A size that does not converge is a result (its figure is missing), not a crash.
     parser.add_argument("--sizes", help="comma-separated node counts (default 10,25,50)")
     parser.add_argument("--timeout", type=float, default=600.0, help="per size and system, s")
+    parser.add_argument(
+        "--reflectors",
+        type=int,
+        default=0,
+        help=f"peer every node with this many BIRD route reflectors instead of a full mesh "
+        f"(0..{MAX_REFLECTORS}, default 0)",
+    )
     parser.add_argument("--json", type=Path, help="write figures and samples to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -236,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted({int(s) for s in raw_sizes.split(",") if s.strip()})
     except ValueError:
         parser.error(f"--sizes must be comma-separated integers, got {raw_sizes!r}")
-    if not sizes or sizes[0] < 2 or sizes[-1] > 200:
-        parser.error("--sizes must be within 2..200")
+    if not sizes or sizes[0] < 2 or sizes[-1] > MAX_NODES:
+        parser.error(f"--sizes must be within 2..{MAX_NODES}")
+    if not 0 <= args.reflectors <= MAX_REFLECTORS:
+        parser.error(f"--reflectors must be within 0..{MAX_REFLECTORS}, got {args.reflectors}")
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -256,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 lab = Lab(f"{tag}{system[0]}{size}", workdirs[-1])
                 log(f"{system}: {size} nodes")
                 run = run_l3fabric if system == "l3fabric" else run_bird
-                results[system][size] = run(lab, size, args.timeout)
+                results[system][size] = run(lab, size, args.timeout, args.reflectors)
                 took = results[system][size]["converged_s"]
                 log(f"{system}: {size} nodes converged in {took} s")
                 lab.close()
@@ -268,13 +339,17 @@ def main(argv: list[str] | None = None) -> int:
             lab.close()
         for workdir in workdirs:
             sh("rm", "-rf", str(workdir))
-    found = figures(results, sizes)
+    found = figures(results, sizes, args.reflectors)
     for figure in found:
         print(" | ".join(figure_row(figure)))
     if args.json:
         raw = {k: {str(s): v for s, v in r.items()} for k, r in results.items()}
         write_figures(
-            args.json, found, raw, f"sizes {sizes}, one run each, {WORKLOADS} workloads per node"
+            args.json,
+            found,
+            raw,
+            f"sizes {sizes}, one run each, {WORKLOADS} workloads per node, "
+            + (f"{args.reflectors} route reflectors" if args.reflectors else "full mesh"),
         )
     return 0
 

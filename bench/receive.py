@@ -28,10 +28,12 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterable, Sequence
+from pathlib import Path as FilePath
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bench.runner import Figure, write_figures
 from l3fabric.agent.metrics import Metrics
 from l3fabric.agent.routetable import RouteTable
 from l3fabric.bgp import api
@@ -212,6 +214,36 @@ def retained_bytes(n: int) -> dict[str, float]:
     return {"bytes_per_route": held / n}
 
 
+def figures(rounds: list[dict[str, float]], memory: dict[str, float], n: int) -> list[Figure]:
+    """Milliseconds per 10k routes per stage and phase (median of the
+    rounds), and the bytes held per route."""
+    scale = 10_000 / n * 1000
+    out = []
+    for phase in ("learn", "withdraw"):
+        for stage in (*STAGES, "total"):
+            names = STAGES if stage == "total" else (stage,)
+            samples = tuple(sum(r[f"{phase}_{s}"] for s in names) * scale for r in rounds)
+            out.append(
+                Figure(
+                    f"{phase}, {stage}",
+                    "ms per 10k routes",
+                    statistics.median(samples),
+                    samples=samples,
+                    summary=f"median of {len(rounds)}",
+                )
+            )
+    out.append(
+        Figure(
+            "memory held per learned route",
+            "bytes",
+            memory["bytes_per_route"],
+            samples=(memory["bytes_per_route"],),
+            summary="one measurement",
+        )
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k prefixes, 1 round (CI)")
@@ -225,26 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size and --repeats must be positive")
     rounds = [one_round(n) for _ in range(repeats)]
     memory = retained_bytes(n)
-    per_10k = 10_000 / n
+    found = figures(rounds, memory, n)
     print(f"receive path, {n} prefixes, median of {repeats}: ms per 10k routes")
     print("| stage | learn | withdraw |")
     print("|---|---|---|")
-    summary: dict[str, float] = {}
+    by_name = {f.measure: f for f in found}
     for stage in (*STAGES, "total"):
-        row = []
-        for phase in ("learn", "withdraw"):
-            if stage == "total":
-                values = [sum(r[f"{phase}_{s}"] for s in STAGES) for r in rounds]
-            else:
-                values = [r[f"{phase}_{stage}"] for r in rounds]
-            ms = statistics.median(values) * per_10k * 1000
-            summary[f"{phase}_{stage}_ms_per_10k"] = ms
-            row.append(f"{ms:.0f}")
-        print(f"| {stage} | {row[0]} | {row[1]} |")
+        cells = [by_name[f"{phase}, {stage}"].value for phase in ("learn", "withdraw")]
+        print(f"| {stage} | {cells[0]:.0f} | {cells[1]:.0f} |")
     print(f"memory held per learned route: {memory['bytes_per_route']:.0f} bytes")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"size": n, "summary": summary, "rounds": rounds, **memory}, out, indent=1)
+        detail = f"{n} prefixes, {repeats} rounds, in-process (no kernel writes)"
+        write_figures(FilePath(args.json), found, {"size": n, "rounds": rounds, **memory}, detail)
     return 0
 
 
