@@ -111,8 +111,8 @@ def underlay(lab: Lab, size: int, reflectors: int = 0) -> tuple[list[str], list[
     rrs = [f"{lab.tag}rr{k}" for k in range(reflectors)]
     lab.netns_many([f"n{i}" for i in range(size)] + [f"rr{k}" for k in range(reflectors)])
     every = nodes + rrs
-    batch(lab, None, [f"link add eth1 netns {ns} type veth peer p{i} netns {switch}\n"
-                      for i, ns in enumerate(every)])  # fmt: skip
+    batch(lab, None, [f"link add eth1 netns {ns} address {mac(i)} type veth peer p{i} "
+                      f"netns {switch}\n" for i, ns in enumerate(every)])  # fmt: skip
     ports = ["link add br0 type bridge\n", "link set br0 up\n"]
     for i in range(len(every)):
         ports += [f"link set p{i} master br0\n", f"link set p{i} up\n"]
@@ -120,10 +120,23 @@ def underlay(lab: Lab, size: int, reflectors: int = 0) -> tuple[list[str], list[
     addresses = [address(i) for i in range(size)] + [
         reflector_address(k) for k in range(reflectors)
     ]
-    for ns, addr in zip(every, addresses, strict=True):
-        batch(lab, ns, ["link set lo up\n", f"addr add {addr}/24 dev eth1\n",
-                        "link set eth1 up\n"])  # fmt: skip
+    # Every neighbour is written in, permanent: the kernel's ARP table is
+    # one for all namespaces, and its dynamic entries are capped machine-wide
+    # (net.ipv4.neigh.default.gc_thresh3, 1024 by default). A full mesh of
+    # 50 needs 2,450 of them; past the cap new ones fail ("No route to host",
+    # "neighbor table overflow") and no speaker, BIRD included, converges.
+    # Permanent entries do not count against the cap.
+    for i, (ns, addr) in enumerate(zip(every, addresses, strict=True)):
+        lines = ["link set lo up\n", f"addr add {addr}/24 dev eth1\n", "link set eth1 up\n"]
+        lines += [f"neigh replace {other} lladdr {mac(j)} dev eth1 nud permanent\n"
+                  for j, other in enumerate(addresses) if j != i]  # fmt: skip
+        batch(lab, ns, lines)
     return nodes, rrs
+
+
+def mac(i: int) -> str:
+    """The underlay MAC of the i-th namespace on the bridge (locally administered)."""
+    return f"02:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}"
 
 
 def start_reflectors(lab: Lab, rrs: list[str], size: int) -> None:
