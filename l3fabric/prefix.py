@@ -29,14 +29,15 @@ _V4_PREFIX_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}/(3[0-2]|[12
 _HOST_BITS4 = tuple((1 << (32 - length)) - 1 for length in range(33))
 
 
-class Prefix4(ipaddress.IPv4Network):
-    """An IPv4Network whose hash is computed once."""
+class _HashedOnce:
+    """Equality and a kept hash for Prefix4 and Prefix6; first among their
+    bases, so these win over ipaddress's."""
 
     __slots__ = ("_hash",)
 
     def __eq__(self, other: object) -> bool:
         # Withdrawals and lookups meet the stored prefix as another object of
-        # this class: compare the integers, not through the properties.
+        # the same class: compare the integers, not through the properties.
         if type(other) is type(self):
             return (
                 self._prefixlen == other._prefixlen  # type: ignore[attr-defined]
@@ -50,6 +51,12 @@ class Prefix4(ipaddress.IPv4Network):
         except AttributeError:
             self._hash: int = super().__hash__()
             return self._hash
+
+
+class Prefix4(_HashedOnce, ipaddress.IPv4Network):
+    """An IPv4Network whose hash is computed once."""
+
+    __slots__ = ()
 
     def hosts(self) -> Iterator[ipaddress.IPv4Address]:
         # The standard library stores a function per /31 and /32 for this.
@@ -68,27 +75,10 @@ class Prefix4(ipaddress.IPv4Network):
         return prefix
 
 
-class Prefix6(ipaddress.IPv6Network):
+class Prefix6(_HashedOnce, ipaddress.IPv6Network):
     """An IPv6Network whose hash is computed once."""
 
-    __slots__ = ("_hash",)
-
-    def __eq__(self, other: object) -> bool:
-        # Withdrawals and lookups meet the stored prefix as another object of
-        # this class: compare the integers, not through the properties.
-        if type(other) is type(self):
-            return (
-                self._prefixlen == other._prefixlen  # type: ignore[attr-defined]
-                and self.network_address._ip == other.network_address._ip  # type: ignore[attr-defined]
-            )
-        return super().__eq__(other)
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:
-            self._hash: int = super().__hash__()
-            return self._hash
+    __slots__ = ()
 
     def hosts(self) -> Iterator[ipaddress.IPv6Address]:
         if self.prefixlen >= 127:
