@@ -210,8 +210,21 @@ def test_uplink_cut_while_the_other_stays(how: str, fabric: Fabric, netns: Names
             for _ns, src, dst in flows.values()
         )
 
+    before = [tx_packets(n.netns, f"eth{CUT}") for n in (a, b)]
     pings = {v: ping(ns, dst) for v, (ns, _src, dst) in flows.items()}
     try:
+        # Cut once both flows cross the link each way, not while the pings
+        # start: a first echo still on its way when the far end went down
+        # was lost by the cut's timing, not by the fabric.
+        wait_for(
+            lambda: all(
+                tx_packets(n.netns, f"eth{CUT}") - was >= 2 * len(flows)
+                for n, was in zip((a, b), before, strict=True)
+            ),
+            timeout=10,
+            interval=0.01,
+            what="the pings crossing the link to be cut",
+        )
         cut_at = time.time()
         CUTS[how](fabric)
         wait_for(settled, timeout=60, interval=0.2, what="both nodes settled on router 2")
