@@ -28,7 +28,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterable, Sequence
-from pathlib import Path as FilePath
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -145,7 +145,7 @@ def _policy() -> ImportPolicy:
     )
 
 
-class Path:
+class ReceivePath:
     """One node's receive path: the RIB and the route table, as the agent
     wires them (agent/learned.py), without the work loop."""
 
@@ -184,7 +184,7 @@ class Path:
 def one_round(n: int) -> dict[str, float]:
     prefixes = feed(n)
     learn, withdraw = announce_lines(prefixes), withdraw_lines(prefixes)
-    path = Path()
+    path = ReceivePath()
     gc.collect()
     out = {f"learn_{k}": v for k, v in path.stages(learn).items()}
     if path.table.learned_count() != n:
@@ -204,7 +204,7 @@ def retained_bytes(n: int) -> dict[str, float]:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        path = Path()
+        path = ReceivePath()
         path.stages(learn)
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory held per learned route: {memory['bytes_per_route']:.0f} bytes")
     if args.json:
         detail = f"{n} prefixes, {repeats} rounds, in-process (no kernel writes)"
-        write_figures(FilePath(args.json), found, {"size": n, "rounds": rounds, **memory}, detail)
+        write_figures(Path(args.json), found, {"size": n, "rounds": rounds, **memory}, detail)
     return 0
 
 
